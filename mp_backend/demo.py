@@ -1,0 +1,48 @@
+"""Demo data for `make run`: a merchant someone can scan, recharge and spend with on a laptop.
+
+Every step is keyed, so loading twice changes nothing (staff by username, members by openid,
+balances by ledger idempotency keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flask import current_app
+from sqlalchemy import select
+
+from .extensions import db
+from .ledger import service as ledger
+from .members import service as members
+from .org import service as org
+from .org.models import Staff
+
+DEMO_PASSWORD = "demo-password"  # sandbox only; printed by make run
+DEMO_MEMBERS = (
+    # openid, name, principal, bonus
+    ("demo-alice", "Alice 王", 20_000, 2_000),
+    ("demo-bob", "Bob 李", 5_000, 0),
+    ("demo-carol", "Carol 张", 0, 0),
+)
+
+
+def load_demo() -> Iterator[str]:
+    org.ensure_merchant("示例咖啡")
+    org.ensure_region("east", "华东区")
+    org.ensure_store("sh01", "上海人民广场店", "east")
+    org.ensure_store("sh02", "上海静安寺店", "east")
+    for username, role, store in (("admin", "hq_admin", None), ("clerk", "clerk", "sh01")):
+        if db.session.scalars(select(Staff).where(Staff.username == username)).first() is None:
+            org.create_staff(username, role, DEMO_PASSWORD, store_code=store)
+    yield f"staff: admin / clerk, password {DEMO_PASSWORD}"
+    appid = current_app.config["WECHAT_WXA_APPID"]
+    for openid, name, principal, bonus in DEMO_MEMBERS:
+        login = members.login_with_openid(appid, openid)
+        if login.created:
+            members.update_profile(login.member.id, name=name)
+        for bucket, amount in (("principal", principal), ("bonus", bonus)):
+            if amount:
+                ledger.credit(login.member.id, amount, bucket=bucket, key=f"demo:{openid}:{bucket}",
+                              operator="demo", note="示例数据")
+        yield f"member {name}: login code sandbox-{openid}"
+

@@ -1,0 +1,74 @@
+"""Wallets and the append-only ledger.
+
+A wallet has three columns: ``principal_fen`` (paid-in money), ``bonus_fen`` (gift money) and
+``held_fen`` (money frozen by open holds, already taken out of principal and bonus). The member's
+available balance is principal + bonus. Every change to a wallet is exactly one ``ledger_entry`` row,
+written in the same transaction, carrying the delta of each column and each column's value after it.
+Rows are never updated or deleted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from ..models_base import BigId, created_at_column
+
+ENTRY_KINDS = ("credit", "debit", "hold", "capture", "void", "refund", "withdrawal", "reversal")
+
+
+class Wallet(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "wallet"
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"), primary_key=True, autoincrement=False)
+    principal_fen: Mapped[int] = mapped_column(BigId, default=0)
+    bonus_fen: Mapped[int] = mapped_column(BigId, default=0)
+    held_fen: Mapped[int] = mapped_column(BigId, default=0)
+    created_at: Mapped[datetime] = created_at_column()
+    __table_args__ = (
+        CheckConstraint("principal_fen >= 0", name="principal_non_negative"),
+        CheckConstraint("bonus_fen >= 0", name="bonus_non_negative"),
+        CheckConstraint("held_fen >= 0", name="held_non_negative"),
+    )
+
+
+class LedgerEntry(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "ledger_entry"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("wallet.member_id"))
+    kind: Mapped[str] = mapped_column(String(12))
+    # The amount the caller asked for (debit, hold, capture, refund ...); always > 0.
+    amount_fen: Mapped[int] = mapped_column(BigId)
+    principal_delta_fen: Mapped[int] = mapped_column(BigId)
+    bonus_delta_fen: Mapped[int] = mapped_column(BigId)
+    held_delta_fen: Mapped[int] = mapped_column(BigId)
+    principal_after_fen: Mapped[int] = mapped_column(BigId)
+    bonus_after_fen: Mapped[int] = mapped_column(BigId)
+    held_after_fen: Mapped[int] = mapped_column(BigId)
+    # refund -> the debit or capture it refunds; capture/void -> the hold; reversal -> the credit.
+    related_entry_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("ledger_entry.id"))
+    # Set by capture, void and reversal: an entry can be closed once only, whatever the race.
+    closes_entry_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("ledger_entry.id"), unique=True)
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("store.id"))
+    operator: Mapped[str] = mapped_column(String(64))
+    reference: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = created_at_column()
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('credit', 'debit', 'hold', 'capture', 'void', 'refund', 'withdrawal', 'reversal')",
+            name="kind_known",
+        ),
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        CheckConstraint(
+            "principal_after_fen >= 0 AND bonus_after_fen >= 0 AND held_after_fen >= 0", name="after_non_negative"
+        ),
+        Index("ix_ledger_entry_member_id_id", "member_id", "id"),
+        Index("ix_ledger_entry_related_entry_id", "related_entry_id"),
+        Index("ix_ledger_entry_reference", "reference"),
+        Index("ix_ledger_entry_created_at", "created_at"),
+    )
