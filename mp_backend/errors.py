@@ -6,9 +6,22 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify
+from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+
+
+class ErrorBody(Schema):
+    code = fields.String(required=True, metadata={"description": "stable machine-readable code"})
+    message = fields.String(required=True, metadata={"description": "for people, in Chinese"})
+    details = fields.Dict()
+
+
+class ErrorSchema(Schema):
+    """Every JSON error: {"error": {"code", "message"}}; also flask-smorest's default error schema."""
+
+    error = fields.Nested(ErrorBody, required=True)
 
 
 class AppError(Exception):

@@ -14,6 +14,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 
+from .errors import ErrorSchema
+
 log = logging.getLogger(__name__)
 
 # Named constraints so that migrations are stable across SQLite and MariaDB.
@@ -27,7 +29,13 @@ NAMING = {
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
 migrate = Migrate(compare_type=True, render_as_batch=True)
-api = Api()
+
+
+class AppApi(Api):
+    ERROR_SCHEMA = ErrorSchema  # document our error shape, not flask-smorest's
+
+
+api = AppApi()
 
 
 @event.listens_for(Engine, "connect")

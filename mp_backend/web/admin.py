@@ -1,0 +1,94 @@
+"""Merchant console API: /admin/api/... (staff token, role and store scope)."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from ..errors import Forbidden
+from ..ledger import service as ledger
+from ..members import service as members
+from ..members.summary import summarize
+from ..org import service as org
+from .auth import current_staff
+from .schemas import (
+    Error,
+    MemberSchema,
+    MemberStatusIn,
+    PostingSchema,
+    ReversalIn,
+    StaffLoginIn,
+    StaffSchema,
+    TokenOut,
+    WithdrawalIn,
+    posting_dict,
+)
+
+blp = Blueprint("admin", __name__, url_prefix="/admin/api", description="Merchant console")
+STAFF = [{"staffToken": []}]
+
+
+@blp.route("/auth/login", methods=["POST"])
+@blp.arguments(StaffLoginIn)
+@blp.response(200, TokenOut)
+@blp.alt_response(401, schema=Error)
+def login(body: dict) -> dict:
+    """Staff login: a bearer token for the console."""
+    return {"token": org.authenticate(body["username"], body["password"])}
+
+
+@blp.route("/me", methods=["GET"])
+@blp.response(200, StaffSchema)
+@blp.doc(security=STAFF)
+def me():  # type: ignore[no-untyped-def]
+    return current_staff()
+
+
+@blp.route("/members/<int:member_id>", methods=["GET"])
+@blp.response(200, MemberSchema)
+@blp.alt_response(404, schema=Error)
+@blp.doc(security=STAFF)
+def member_detail(member_id: int) -> dict:
+    staff = current_staff()
+    if "view_records" not in org.PERMISSIONS[staff.role]:
+        raise Forbidden("当前角色没有此权限", code="permission_denied")
+    return summarize(members.get_member(member_id)).as_dict()
+
+
+@blp.route("/members/<int:member_id>/status", methods=["POST"])
+@blp.arguments(MemberStatusIn)
+@blp.response(200, MemberSchema)
+@blp.alt_response(403, schema=Error)
+@blp.doc(security=STAFF)
+def member_status(body: dict, member_id: int) -> dict:
+    """Freeze, report lost, or reactivate a member's card (reason required, audited)."""
+    member = members.set_status(member_id, body["status"], staff_id=current_staff().id, reason=body["reason"],
+                                store_id=body.get("store_id"))
+    return summarize(member).as_dict()
+
+
+@blp.route("/members/<int:member_id>/withdrawals", methods=["POST"])
+@blp.arguments(WithdrawalIn)
+@blp.response(201, PostingSchema)
+@blp.alt_response(403, schema=Error)
+@blp.alt_response(409, schema=Error)
+@blp.doc(security=STAFF)
+def withdraw(body: dict, member_id: int) -> dict:
+    """Record principal handed back outside the system (members cannot withdraw by themselves)."""
+    staff = current_staff()
+    posting = ledger.withdraw_offline(member_id, body["amount_fen"], key=f"admin:withdraw:{body['request_id']}",
+                                      staff_id=staff.id, reason=body["reason"], store_id=body.get("store_id"))
+    return posting_dict(posting)
+
+
+@blp.route("/ledger/<int:entry_id>/reversal", methods=["POST"])
+@blp.arguments(ReversalIn)
+@blp.response(201, PostingSchema)
+@blp.alt_response(403, schema=Error)
+@blp.alt_response(409, schema=Error)
+@blp.doc(security=STAFF)
+def reverse(body: dict, entry_id: int) -> dict:
+    """Correct a mistaken credit with a reversing entry."""
+    staff = current_staff()
+    posting = ledger.reverse(entry_id, key=f"admin:reverse:{body['request_id']}", staff_id=staff.id,
+                             reason=body["reason"], store_id=body.get("store_id"))
+    return posting_dict(posting)

@@ -1,0 +1,128 @@
+"""Marshmallow schemas shared by the blueprints: they validate requests and document /openapi.json."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from ..errors import ErrorSchema
+
+
+Error = ErrorSchema
+
+
+class BalanceSchema(Schema):
+    principal_fen = fields.Integer(required=True)
+    bonus_fen = fields.Integer(required=True)
+    held_fen = fields.Integer(required=True)
+    available_fen = fields.Integer(required=True)
+
+
+class CardSchema(Schema):
+    card_no = fields.String()
+    status = fields.String()
+    level = fields.String()
+
+
+class LevelSchema(Schema):
+    name = fields.String()
+
+
+class MemberSchema(Schema):
+    id = fields.Integer()
+    card_no = fields.String()
+    name = fields.String()
+    phone = fields.String(allow_none=True)
+    status = fields.String()
+    subscribed = fields.Boolean()
+    card = fields.Nested(CardSchema)
+    level = fields.Nested(LevelSchema)
+    balance = fields.Nested(BalanceSchema)
+    points = fields.Integer()
+
+
+class WxaLoginIn(Schema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=128))
+
+
+class WxaLoginOut(Schema):
+    token = fields.String(required=True)
+    member = fields.Nested(MemberSchema, required=True)
+    created = fields.Boolean()
+
+
+class PhoneBindIn(Schema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=128))
+
+
+class StaffLoginIn(Schema):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+
+
+class TokenOut(Schema):
+    token = fields.String(required=True)
+
+
+class StaffSchema(Schema):
+    id = fields.Integer()
+    username = fields.String()
+    role = fields.String()
+    store_id = fields.Integer(allow_none=True)
+    region_id = fields.Integer(allow_none=True)
+
+
+class MemberStatusIn(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["active", "frozen", "lost"]))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    store_id = fields.Integer(allow_none=True)
+
+
+class StrictAmount(fields.Integer):
+    """An integer number of fen; refuses 1.5, "100" and true instead of coercing them."""
+
+    def __init__(self, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(strict=True, validate=validate.Range(min=1, max=100_000_000), **kwargs)
+
+    def _validated(self, value):  # type: ignore[no-untyped-def]
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class WithdrawalIn(Schema):
+    amount_fen = StrictAmount(required=True)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    request_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    store_id = fields.Integer(allow_none=True)
+
+
+class ReversalIn(Schema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    request_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    store_id = fields.Integer(allow_none=True)
+
+
+class PostingSchema(Schema):
+    entry_id = fields.Integer()
+    member_id = fields.Integer()
+    kind = fields.String()
+    amount_fen = fields.Integer()
+    principal_delta_fen = fields.Integer()
+    bonus_delta_fen = fields.Integer()
+    held_delta_fen = fields.Integer()
+    balance = fields.Nested(BalanceSchema)
+    replayed = fields.Boolean()
+
+
+def posting_dict(posting) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "entry_id": posting.entry_id,
+        "member_id": posting.member_id,
+        "kind": posting.kind,
+        "amount_fen": posting.amount_fen,
+        "principal_delta_fen": posting.principal_delta_fen,
+        "bonus_delta_fen": posting.bonus_delta_fen,
+        "held_delta_fen": posting.held_delta_fen,
+        "balance": posting.balance.as_dict(),
+        "replayed": posting.replayed,
+    }
