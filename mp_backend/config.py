@@ -68,6 +68,7 @@ class Config:
         self.MEMBER_TOKEN_MAX_AGE = _env_int("MEMBER_TOKEN_MAX_AGE", 7 * 24 * 3600)
         self.STAFF_TOKEN_MAX_AGE = _env_int("STAFF_TOKEN_MAX_AGE", 12 * 3600)
         self.JSON_AS_ASCII = False
+        self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
         # flask-smorest / OpenAPI
         self.API_TITLE = "Member stored-value backend"

@@ -1,0 +1,66 @@
+"""What the official account answers: the member-side meaning of WeChat messages and events.
+
+The blueprint verifies and decrypts; this module decides. It returns the reply text, or None for
+WeChat's empty ``success`` (no reply).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import current_app
+
+from . import service as members
+from .summary import balance_reply_text, summarize
+
+log = logging.getLogger(__name__)
+
+BALANCE_KEY = "MY_BALANCE"
+BALANCE_WORDS = {"余额", "查余额", "我的余额"}
+
+
+@dataclass(frozen=True)
+class Incoming:
+    openid: str
+    msg_type: str  # text, event, image, ...
+    event: str = ""  # subscribe, unsubscribe, click, view, scan (lower case)
+    event_key: str = ""
+    content: str = ""
+
+
+def _links() -> tuple[str, str]:
+    base = current_app.config["PUBLIC_BASE_URL"]
+    return f"{base}/member", f"{base}/r"
+
+
+def answer(incoming: Incoming) -> str | None:
+    appid = current_app.config["WECHAT_MP_APPID"]
+    if incoming.msg_type == "event":
+        event = incoming.event.lower()
+        if event == "subscribe":
+            login = members.login_with_openid(appid, incoming.openid, subscribed=True)
+            scene = incoming.event_key.removeprefix("qrscene_") if incoming.event_key else ""
+            if scene:
+                log.info("subscribe via parametric QR scene %s (member %s)", scene, login.member.id)
+            centre, recharge = _links()
+            return (f"欢迎加入会员！\n会员中心：{centre}\n在线充值：{recharge}\n"
+                    f"点击菜单“我的余额”或回复“余额”随时查看余额。")
+        if event == "unsubscribe":
+            members.set_subscribed(appid, incoming.openid, False)  # keep the member and the money
+            return None
+        if event == "click" and incoming.event_key == BALANCE_KEY:
+            return _balance(appid, incoming.openid)
+        if event == "scan":
+            log.info("scan of parametric QR %s by a follower", incoming.event_key)
+            return None
+        return None  # view and anything unknown: WeChat only wants "success"
+    if incoming.msg_type == "text" and incoming.content.strip() in BALANCE_WORDS:
+        return _balance(appid, incoming.openid)
+    return None
+
+
+def _balance(appid: str, openid: str) -> str:
+    member = members.login_with_openid(appid, openid).member
+    centre, _recharge = _links()
+    return balance_reply_text(summarize(member), centre)

@@ -1,0 +1,23 @@
+"""Pages for people: the landing page and the member centre (static H5, no build step)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, redirect
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/")
+def index():  # type: ignore[no-untyped-def]
+    return jsonify({
+        "service": "member stored-value backend",
+        "member_centre": f"{current_app.config['PUBLIC_BASE_URL']}/member",
+        "openapi": f"{current_app.config['PUBLIC_BASE_URL']}/openapi.json",
+        "sandbox": bool(current_app.config["WECHAT_SANDBOX"]),
+    })
+
+
+@bp.get("/member")
+def member_centre():  # type: ignore[no-untyped-def]
+    """The member centre H5 page; it logs in through official-account OAuth when it has no session."""
+    return redirect("/static/member.html")

@@ -1,0 +1,98 @@
+"""The official account: its server URL (/wechat/mp) and OAuth login for H5 pages (/wechat/oauth)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, current_app, redirect, request, session
+
+from ..errors import AppError, ValidationFailed
+from ..members import service as members
+from ..members.mp_events import Incoming, answer
+from ..wechat import clients as wechat_clients
+from ..wechat import server as wechat_server
+
+log = logging.getLogger(__name__)
+bp = Blueprint("wechat_mp", __name__, url_prefix="/wechat")
+
+DEFAULT_NEXT = "/static/member.html"
+
+
+@bp.get("/mp")
+def verify() -> Response:
+    """WeChat's check of the server URL: echo ``echostr`` once the signature holds."""
+    return Response(wechat_server.verify_url(request.args), mimetype="text/plain")
+
+
+@bp.post("/mp")
+def receive() -> Response:
+    """Messages and events, in plain, compatible or safe mode. Always answered within WeChat's 5 s."""
+    inbound = wechat_server.parse_message(request.get_data(cache=False), request.args,
+                                          remote_addr=request.remote_addr)
+    try:
+        text = answer(_incoming(inbound.message))
+    except AppError as error:
+        log.warning("wechat mp: %s for %s", error, inbound.openid)
+        text = None
+    except Exception:  # WeChat shows the member "service unavailable" on anything but a reply
+        log.exception("wechat mp: handler failed for %s", inbound.openid)
+        text = None
+    body = inbound.reply(text)
+    return Response(body, mimetype="text/plain" if body == "success" else "application/xml")
+
+
+def _incoming(message) -> Incoming:  # type: ignore[no-untyped-def]
+    event = (getattr(message, "event", "") or "").lower()
+    key = getattr(message, "key", "") or ""
+    if event == "subscribe_scan":  # wechatpy's name for a subscribe through a parametric QR code
+        event, key = "subscribe", f"qrscene_{getattr(message, 'scene_id', '')}"
+    elif event == "scan":
+        key = str(getattr(message, "scene_id", "") or key)
+    return Incoming(openid=str(message.source), msg_type=message.type, event=event, event_key=str(key),
+                    content=str(getattr(message, "content", "") or ""))
+
+
+def _safe_next(target: str | None) -> str:
+    """Only this site's own paths: no scheme, no host, no protocol-relative //evil.example."""
+    if not target:
+        return DEFAULT_NEXT
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        raise ValidationFailed("登录后只能返回本站页面", code="invalid_next")
+    return target
+
+
+@bp.get("/oauth")
+def oauth_start():  # type: ignore[no-untyped-def]
+    """Send the member to WeChat's authorize page; ``scope=snsapi_userinfo`` for name and avatar."""
+    next_path = _safe_next(request.args.get("next"))
+    scope = request.args.get("scope", "snsapi_base")
+    if scope not in ("snsapi_base", "snsapi_userinfo"):
+        raise ValidationFailed("scope 只能是 snsapi_base 或 snsapi_userinfo", code="invalid_scope")
+    state = secrets.token_urlsafe(12)
+    session["oauth"] = {"state": state, "next": next_path, "scope": scope}
+    callback = f"{current_app.config['PUBLIC_BASE_URL']}/wechat/oauth/callback"
+    return redirect(wechat_clients.oauth_client(callback, scope, state).authorize_url)
+
+
+@bp.get("/oauth/callback")
+def oauth_callback():  # type: ignore[no-untyped-def]
+    pending = session.pop("oauth", None)
+    code = request.args.get("code")
+    if not pending or not secrets.compare_digest(str(request.args.get("state", "")), pending["state"]):
+        raise ValidationFailed("登录请求已失效，请重新打开页面", code="oauth_state_invalid")
+    if not code:
+        raise ValidationFailed("未获得微信授权", code="oauth_denied")
+    callback = f"{current_app.config['PUBLIC_BASE_URL']}/wechat/oauth/callback"
+    oauth = wechat_clients.oauth_client(callback, pending["scope"], pending["state"])
+    with wechat_clients.translate_errors("oauth"):
+        token = oauth.fetch_access_token(code)
+        profile = oauth.get_user_info() if pending["scope"] == "snsapi_userinfo" else {}
+    login = members.login_with_openid(current_app.config["WECHAT_MP_APPID"], token["openid"], token.get("unionid"))
+    if profile.get("nickname") and not login.member.name:
+        members.update_profile(login.member.id, name=profile["nickname"])
+    session.clear()
+    session["member_id"] = login.member.id
+    return redirect(pending["next"])
