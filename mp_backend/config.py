@@ -99,3 +99,4 @@ class TestConfig(Config):
         self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
         self.REDIS_URL = redis_url if redis_url is not None else (os.environ.get("TEST_REDIS_URL") or None)
         self.SPENDING_POLICY = "proportional"
+        self.PASSWORD_HASH_CHEAP = True

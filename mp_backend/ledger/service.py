@@ -287,11 +287,19 @@ def _execute(request: _Request, plan: Callable[[Connection, _Request], _Plan], a
         # balance too low still gets its original success.
         row = db.session.execute(_ENTRY_BY_KEY, {"key": request.key}).first()
         db.session.rollback()
+        if row is None and isinstance(error, IntegrityError) and _is_foreign_key_error(error):
+            # The only reference a caller passes in unchecked is the store: the database refuses it.
+            raise NotFound("门店不存在", code="store_not_found") from error
         if row is None:
             raise
         if row._mapping["request_hash"] != request.fingerprint():
             raise IdempotencyConflict() from error
         return Posting.from_row(row, replayed=True)
+
+
+def _is_foreign_key_error(error: IntegrityError) -> bool:
+    args = getattr(error.orig, "args", ())
+    return (bool(args) and args[0] == 1452) or "FOREIGN KEY" in str(error.orig)
 
 
 def _apply(request: _Request, plan: Callable[[Connection, _Request], _Plan]) -> Posting:
@@ -317,7 +325,7 @@ def _apply(request: _Request, plan: Callable[[Connection, _Request], _Plan]) -> 
             "reference": request.reference,
             "idempotency_key": request.key,
             "request_hash": request.fingerprint(),
-            "note": request.note,
+            "note": (request.note or "")[:255],
             "created_at": utcnow(),
         },
     )
@@ -333,6 +341,8 @@ def _validate(request: _Request, amount_optional: bool) -> None:
         raise ValidationFailed("请求号（幂等键）必须是 1-128 个字符", code="invalid_idempotency_key")
     if not request.operator or len(request.operator) > 64:
         raise ValidationFailed("缺少操作人", code="invalid_operator")
+    if request.reference is not None and (not isinstance(request.reference, str) or len(request.reference) > 64):
+        raise ValidationFailed("单号最长 64 个字符", code="invalid_reference")
     amount = request.amount_fen
     if amount is None and amount_optional:
         return

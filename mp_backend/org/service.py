@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 from sqlalchemy import select
@@ -13,7 +13,15 @@ from ..extensions import db
 from ..transaction import transactional
 from .models import ROLES, AuditLog, Merchant, Region, Staff, Store
 
-_hasher = PasswordHasher()
+_hashers: dict[bool, PasswordHasher] = {}
+
+
+def _hasher() -> PasswordHasher:
+    # Tests use argon2's cheapest profile so that fixtures creating staff stay fast; never in production.
+    cheap = bool(current_app.config.get("PASSWORD_HASH_CHEAP"))
+    if cheap not in _hashers:
+        _hashers[cheap] = PasswordHasher.from_parameters(profiles.CHEAPEST) if cheap else PasswordHasher()
+    return _hashers[cheap]
 
 # What each role may do; scope (which stores) is checked separately.
 PERMISSIONS: dict[str, set[str]] = {
@@ -96,7 +104,7 @@ def create_staff(username: str, role: str, password: str, *, store_code: str | N
         region = db.session.scalars(select(Region).where(Region.code == region_code)).first()
         if region is None:
             raise NotFound(f"区域 {region_code} 不存在", code="region_not_found")
-    staff = Staff(username=username, role=role, password_hash=_hasher.hash(password),
+    staff = Staff(username=username, role=role, password_hash=_hasher().hash(password),
                   store_id=store.id if store else None, region_id=region.id if region else None)
     db.session.add(staff)
     db.session.flush()
@@ -109,7 +117,7 @@ def authenticate(username: str, password: str) -> str:
     """Return a staff token, or refuse without telling whether the user exists."""
     staff = db.session.scalars(select(Staff).where(Staff.username == username)).first()
     try:
-        ok = staff is not None and staff.active and _hasher.verify(staff.password_hash, password)
+        ok = staff is not None and staff.active and _hasher().verify(staff.password_hash, password)
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok or staff is None:

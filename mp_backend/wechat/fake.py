@@ -208,6 +208,14 @@ def _flat_xml(text: str | bytes) -> dict[str, str] | None:
     return {child.tag: (child.text or "") for child in root}
 
 
+def _json_body() -> Any:
+    """WeChat reads the body as JSON whatever the Content-Type (wechatpy sends none)."""
+    try:
+        return json.loads(request.get_data(cache=True) or b"null")
+    except ValueError:
+        return None
+
+
 def _cdata(value: str) -> str:
     return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
@@ -485,7 +493,7 @@ class FakeWeChat:
         return self._json({"access_token": token, "expires_in": self.settings.token_ttl})
 
     def _stable_token(self) -> Response:
-        payload = request.get_json(silent=True) or {}
+        payload = _json_body() or {}
         if payload.get("grant_type") != "client_credential":
             return self._error(40002, "invalid grant_type")
         appid = str(payload.get("appid") or "")
@@ -561,7 +569,7 @@ class FakeWeChat:
         refused = self._require_token(self.settings.wxa_appid)
         if refused:
             return refused
-        code = str((request.get_json(silent=True) or {}).get("code") or "")
+        code = str((_json_body() or {}).get("code") or "")
         refused = self._code_refusal(code)
         if refused:
             return refused
@@ -587,7 +595,7 @@ class FakeWeChat:
         refused = self._require_token(self.settings.mp_appid)
         if refused:
             return refused
-        payload = request.get_json(silent=True)
+        payload = _json_body()
         problem = _menu_problem(payload)
         if problem:
             return self._error(*problem)
@@ -609,7 +617,7 @@ class FakeWeChat:
         refused = self._require_token(self.settings.mp_appid)
         if refused:
             return refused
-        payload = request.get_json(silent=True) or {}
+        payload = _json_body() or {}
         if not payload.get("touser") or not OPENID_PATTERN.match(str(payload["touser"])):
             return self._error(40003, "invalid openid")
         if not payload.get("template_id"):
@@ -1290,7 +1298,10 @@ class FakeWeChatServer(FakeWeChat):
     def start(self) -> FakeWeChatServer:
         if self._server is None:
             self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler)
-            self._thread = threading.Thread(target=self._server.serve_forever, name="fake-wechat", daemon=True)
+            # A short poll interval: stop() waits for the loop to notice, once per test.
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-wechat", daemon=True
+            )
             self._thread.start()
         return self
 

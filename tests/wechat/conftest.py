@@ -75,7 +75,7 @@ def redis_url() -> str:
 def serve(app: Flask) -> Iterator[str]:
     """Run ``app`` on a free local port (threaded) and yield its origin, e.g. for a notify_url."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"
