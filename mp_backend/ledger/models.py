@@ -15,7 +15,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
-from ..models_base import BigId, created_at_column
+from ..models_base import BigId, ExactString, created_at_column
 
 ENTRY_KINDS = ("credit", "debit", "hold", "capture", "void", "refund", "withdrawal", "reversal")
 
@@ -53,8 +53,8 @@ class LedgerEntry(db.Model):  # type: ignore[name-defined]
     closes_entry_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("ledger_entry.id"), unique=True)
     store_id: Mapped[int | None] = mapped_column(ForeignKey("store.id"))
     operator: Mapped[str] = mapped_column(String(64))
-    reference: Mapped[str | None] = mapped_column(String(64))
-    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    reference: Mapped[str | None] = mapped_column(ExactString(64))
+    idempotency_key: Mapped[str] = mapped_column(ExactString(128), unique=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = created_at_column()

@@ -8,7 +8,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from ..models_base import created_at_column
+from ..models_base import ExactString, created_at_column
 
 MEMBER_STATUSES = ("active", "frozen", "lost")
 
@@ -20,7 +20,7 @@ class Member(db.Model):  # type: ignore[name-defined]
     name: Mapped[str] = mapped_column(String(64), default="")
     phone: Mapped[str | None] = mapped_column(String(20), unique=True)
     birthday: Mapped[date | None] = mapped_column()
-    unionid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    unionid: Mapped[str | None] = mapped_column(ExactString(64), unique=True)
     status: Mapped[str] = mapped_column(String(10), default="active")
     subscribed: Mapped[bool] = mapped_column(default=False)
     home_store_id: Mapped[int | None] = mapped_column(ForeignKey("store.id"), index=True)
@@ -35,8 +35,8 @@ class MemberOpenid(db.Model):  # type: ignore[name-defined]
     __tablename__ = "member_openid"
     id: Mapped[int] = mapped_column(primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("member.id"), index=True)
-    appid: Mapped[str] = mapped_column(String(32))
-    openid: Mapped[str] = mapped_column(String(64))
+    appid: Mapped[str] = mapped_column(ExactString(32))
+    openid: Mapped[str] = mapped_column(ExactString(64))
     created_at: Mapped[datetime] = created_at_column()
     member: Mapped[Member] = relationship(back_populates="openids")
     __table_args__ = (

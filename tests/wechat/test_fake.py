@@ -16,7 +16,7 @@ from wechatpy.pay import WeChatPay
 from mp_backend import wechat
 from mp_backend.errors import UpstreamError
 from mp_backend.wechat import mp_client, pay_client
-from mp_backend.wechat.fake import FakeWeChat, FakeWeChatServer, _flat_xml, create_fake_app, signed_pay_xml
+from mp_backend.wechat.fake import FakeWeChatServer, _flat_xml, create_fake_app, signed_pay_xml
 from mp_backend.wechat.menu import load_menu, push_menu
 
 from .conftest import PUBLIC_BASE_URL, serve
@@ -196,25 +196,29 @@ def test_notification_is_posted_to_the_notify_url(fake: FakeWeChatServer, notify
     assert notify_receiver.received[0]["out_trade_no"] == "R1"  # type: ignore[attr-defined]
 
 
-def test_refund_and_its_encrypted_notification(
-    wechat_app: Flask, fake: FakeWeChatServer, notify_receiver: Flask
-) -> None:
+def test_refund_and_its_encrypted_notification(fake: FakeWeChatServer, notify_receiver: Flask) -> None:
+    # given: a paid order of 100 yuan
     post_xml(fake, "pay/unifiedorder", signed_pay_xml(order_fields(), KEY))
-    order = fake.mark_paid("R1")
-    refund = signed_pay_xml(
-        {"appid": order.appid, "mch_id": "1900000109", "nonce_str": "n1", "out_trade_no": "R1",
-         "out_refund_no": "F1", "total_fee": 10000, "refund_fee": 2500},
-        KEY,
-    )  # fmt: skip
+    fake.mark_paid("R1")
+    refund = {
+        "appid": "wxsandboxwxa000001",
+        "mch_id": "1900000109",
+        "nonce_str": "n1",
+        "out_trade_no": "R1",
+        "out_refund_no": "F1",
+        "total_fee": 10000,
+        "refund_fee": 2500,
+        "notify_url": "https://member.example.com/wechat/pay/refund-notify",
+    }
 
-    answer = post_xml(fake, "secapi/pay/refund", refund)
+    # when
+    answer = post_xml(fake, "secapi/pay/refund", signed_pay_xml(refund, KEY))
     too_much = post_xml(
-        fake,
-        "secapi/pay/refund",
-        signed_pay_xml({**_flat_xml(refund), "out_refund_no": "F2", "refund_fee": 7501, "sign": ""}, KEY),  # type: ignore[dict-item]
+        fake, "secapi/pay/refund", signed_pay_xml({**refund, "out_refund_no": "F2", "refund_fee": 7501}, KEY)
     )
-    result = fake.notify_refund("F1", notify_receiver.test_client().application.test_client(), )
+    result = fake.notify_refund("F1", notify_receiver.test_client())
 
+    # then
     assert answer["result_code"] == "SUCCESS" and answer["refund_fee"] == "2500"
     assert (too_much["result_code"], too_much["err_code"]) == ("FAIL", "INVALID_REQUEST")
     assert result.status == 200
@@ -378,22 +382,29 @@ def test_sandbox_uses_the_configured_credentials() -> None:
 
 
 def test_sandbox_pay_page_pays_and_notifies(notify_receiver: Flask) -> None:
-    # given: an app in sandbox mode, served for real (the fake posts to the notify URL over HTTP)
+    # given: an order in the app's own sandbox (the fake posts the notification over HTTP)
+    app = sandbox_app()
+    client = app.test_client()
+    fake = app.extensions["wechat_sandbox"].fake
     with serve(notify_receiver) as receiver:
-        fake = FakeWeChat()
-        app = create_fake_app(fake.settings)
-        fake = app.extensions["fake_wechat"]
         xml = signed_pay_xml(order_fields(notify_url=f"{receiver}/wechat/pay/notify"), KEY)
-        prepay_id = _flat_xml(app.test_client().post("/wechatpay/pay/unifiedorder", data=xml).get_data())["prepay_id"]  # type: ignore[index]
+        created = _flat_xml(client.post("/sandbox/wechatpay/pay/unifiedorder", data=xml).get_data()) or {}
+        prepay_id = created["prepay_id"]
 
         # when: the member opens the pay page and confirms
-        page = app.test_client().get("/wechatpay/sandbox/pay", query_string={"prepay_id": prepay_id})
-        confirmed = app.test_client().post(
-            "/wechatpay/sandbox/pay", data={"prepay_id": prepay_id, "return_to": "https://evil.example/"}
+        page = client.get("/sandbox/wechatpay/sandbox/pay", query_string={"prepay_id": prepay_id})
+        confirmed = client.post(
+            "/sandbox/wechatpay/sandbox/pay", data={"prepay_id": prepay_id, "return_to": "https://evil.example/"}
         )
 
     # then
     assert "¥100.00" in page.get_data(as_text=True)
-    assert confirmed.status_code == 200 and "已通知商户" in confirmed.get_data(as_text=True)
+    assert confirmed.status_code == 200 and "已通知商户" in confirmed.get_data(as_text=True)  # no off-site redirect
     assert fake.orders["R1"].trade_state == "SUCCESS"
     assert notify_receiver.received[0]["out_trade_no"] == "R1"  # type: ignore[attr-defined]
+
+
+def test_fake_app_exposes_its_state() -> None:
+    app = create_fake_app()
+    app.test_client().get("/wechat/cgi-bin/menu/get")
+    assert app.extensions["fake_wechat"].calls_to("cgi-bin/menu/get")

@@ -1,16 +1,16 @@
-"""foundation: org, members, wallets, ledger
+"""initial schema: org, members, wallets, ledger
 
-Revision ID: 6d860e15b967
+Revision ID: 03d90e4c30dc
 Revises: 
-Create Date: 2026-11-23 12:16:33.366787
+Create Date: 2026-11-23 12:29:46.486316
 
 """
 from alembic import op
 import sqlalchemy as sa
-
+from sqlalchemy.dialects import mysql
 
 # revision identifiers, used by Alembic.
-revision = '6d860e15b967'
+revision = '03d90e4c30dc'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -53,7 +53,7 @@ def upgrade():
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('phone', sa.String(length=20), nullable=True),
     sa.Column('birthday', sa.Date(), nullable=True),
-    sa.Column('unionid', sa.String(length=64), nullable=True),
+    sa.Column('unionid', sa.String(length=64).with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=64), 'mariadb').with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=64), 'mysql'), nullable=True),
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('subscribed', sa.Boolean(), nullable=False),
     sa.Column('home_store_id', sa.Integer(), nullable=True),
@@ -105,8 +105,8 @@ def upgrade():
     op.create_table('member_openid',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('member_id', sa.Integer(), nullable=False),
-    sa.Column('appid', sa.String(length=32), nullable=False),
-    sa.Column('openid', sa.String(length=64), nullable=False),
+    sa.Column('appid', sa.String(length=32).with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=32), 'mariadb').with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=32), 'mysql'), nullable=False),
+    sa.Column('openid', sa.String(length=64).with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=64), 'mariadb').with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=64), 'mysql'), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['member_id'], ['member.id'], name=op.f('fk_member_openid_member_id_member')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_member_openid')),
@@ -143,8 +143,8 @@ def upgrade():
     sa.Column('closes_entry_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('store_id', sa.Integer(), nullable=True),
     sa.Column('operator', sa.String(length=64), nullable=False),
-    sa.Column('reference', sa.String(length=64), nullable=True),
-    sa.Column('idempotency_key', sa.String(length=128), nullable=False),
+    sa.Column('reference', sa.String(length=64).with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=64), 'mariadb').with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=64), 'mysql'), nullable=True),
+    sa.Column('idempotency_key', sa.String(length=128).with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=128), 'mariadb').with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=128), 'mysql'), nullable=False),
     sa.Column('request_hash', sa.String(length=64), nullable=False),
     sa.Column('note', sa.String(length=255), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
