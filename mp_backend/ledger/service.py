@@ -273,7 +273,10 @@ def find_entry(entry_id: int) -> Posting:
 # The one way a request becomes a row
 
 
-def _execute(request: _Request, plan: Callable[[Connection, _Request], _Plan], amount_optional: bool = False) -> Posting:
+Planner = Callable[[Connection, _Request], _Plan]
+
+
+def _execute(request: _Request, plan: Planner, amount_optional: bool = False) -> Posting:
     _validate(request, amount_optional)
     if in_transaction():
         # Part of a larger service call (a recharge, an order): that call owns the transaction and
@@ -302,7 +305,7 @@ def _is_foreign_key_error(error: IntegrityError) -> bool:
     return (bool(args) and args[0] == 1452) or "FOREIGN KEY" in str(error.orig)
 
 
-def _apply(request: _Request, plan: Callable[[Connection, _Request], _Plan]) -> Posting:
+def _apply(request: _Request, plan: Planner) -> Posting:
     conn = db.session.connection()
     p = plan(conn, request)
     after = Balance(p.before.principal_fen + p.dp, p.before.bonus_fen + p.db, p.before.held_fen + p.dh)

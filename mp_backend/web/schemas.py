@@ -6,7 +6,6 @@ from marshmallow import Schema, fields, validate
 
 from ..errors import ErrorSchema
 
-
 Error = ErrorSchema
 
 
