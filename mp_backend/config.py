@@ -51,7 +51,9 @@ class Config:
         self.SQLALCHEMY_DATABASE_URI = env.get("DATABASE_URL") or default_sqlite_url()
         self.REDIS_URL = env.get("REDIS_URL") or None
         self.PUBLIC_BASE_URL = (env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
-        self.WECHAT_SANDBOX = _env_bool("WECHAT_SANDBOX", True)
+        # The sandbox is the embedded default; a deployment with its own database must ask for it,
+        # so a production host that forgets WECHAT_SANDBOX=0 never accepts sandbox logins.
+        self.WECHAT_SANDBOX = _env_bool("WECHAT_SANDBOX", not env.get("DATABASE_URL"))
         for name, demo in SANDBOX_WECHAT.items():
             setattr(self, name, env.get(name) or (demo if self.WECHAT_SANDBOX else ""))
         self.WECHAT_API_BASE_URL = env.get("WECHAT_API_BASE_URL") or (
