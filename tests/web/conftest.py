@@ -60,9 +60,7 @@ def app(database_url: str, fake: FakeWeChatServer, app_overrides: dict[str, Any]
     config = make_config(
         database_url,
         WECHAT_SANDBOX=False,
-        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
-        WECHAT_HTTP_TIMEOUT=2.0,
-        **{**fake.config(), **app_overrides},
+        **{"PUBLIC_BASE_URL": PUBLIC_BASE_URL, "WECHAT_HTTP_TIMEOUT": 2.0, **fake.config(), **app_overrides},
     )
     app = create_app(config)
     app.test_client_class = RequestPerContextClient

@@ -229,22 +229,25 @@ def test_member_token_is_not_a_staff_token(client, org, wxa_login):
 
 
 @pytest.mark.parametrize(
-    ("steer", "status", "code"),
+    ("js_code", "steer", "status", "code"),
     [
-        pytest.param(lambda fake: None, 400, "wechat_code_invalid", id="not-a-code-40029"),
-        pytest.param(lambda fake: fake.fail_code("sandbox-alice", 40029), 400, "wechat_code_invalid", id="40029"),
-        pytest.param(lambda fake: fake.fail_code("sandbox-alice", 40163), 400, "wechat_code_invalid", id="used-40163"),
-        pytest.param(lambda fake: fake.fail_next("sns/jscode2session", 45011), 429, "wechat_rate_limited", id="45011"),
-        pytest.param(lambda fake: fake.fail_next("sns/jscode2session", status=500), 502, "wechat_unavailable",
-                     id="http-500"),
-        pytest.param(lambda fake: fake.fail_next("sns/jscode2session", -1, errmsg="system error"), 502,
-                     "wechat_unavailable", id="system-error"),
+        pytest.param("wx-code-of-another-app", None, 400, "wechat_code_invalid", id="unknown-code-40029"),
+        pytest.param("sandbox-alice", lambda fake: fake.fail_code("sandbox-alice", 40029), 400,
+                     "wechat_code_invalid", id="40029"),
+        pytest.param("sandbox-alice", lambda fake: fake.fail_code("sandbox-alice", 40163), 400,
+                     "wechat_code_invalid", id="used-40163"),
+        pytest.param("sandbox-alice", lambda fake: fake.fail_next("sns/jscode2session", 45011), 429,
+                     "wechat_rate_limited", id="45011"),
+        pytest.param("sandbox-alice", lambda fake: fake.fail_next("sns/jscode2session", status=500), 502,
+                     "wechat_unavailable", id="http-500"),
+        pytest.param("sandbox-alice", lambda fake: fake.fail_next("sns/jscode2session", -1, errmsg="system error"),
+                     502, "wechat_unavailable", id="system-error"),
     ],
 )
-def test_jscode2session_errors_create_no_member(client, fake: FakeWeChatServer, steer, status, code):
+def test_jscode2session_errors_create_no_member(client, fake: FakeWeChatServer, js_code, steer, status, code):
     # given WeChat will refuse the code (or fail)
-    steer(fake)
-    js_code = "sandbox-alice" if code != "wechat_code_invalid" or fake._code_failures else "wx-code-from-elsewhere"
+    if steer is not None:
+        steer(fake)
     # when the mini program logs in
     response = client.post("/api/auth/wxa-login", json={"code": js_code})
     # then the member gets a stable error, and nobody is created
