@@ -63,7 +63,9 @@ class Config:
             f"{self.PUBLIC_BASE_URL}/sandbox/wechatpay/" if self.WECHAT_SANDBOX else "https://api.mch.weixin.qq.com/"
         )
         self.WECHAT_OAUTH_BASE_URL = env.get("WECHAT_OAUTH_BASE_URL") or (
-            f"{self.PUBLIC_BASE_URL}/sandbox/wechat/connect/" if self.WECHAT_SANDBOX else "https://open.weixin.qq.com/connect/"
+            f"{self.PUBLIC_BASE_URL}/sandbox/wechat/connect/"
+            if self.WECHAT_SANDBOX
+            else "https://open.weixin.qq.com/connect/"
         )
         # How a debit splits across principal and bonus: proportional | principal_first | bonus_first
         self.SPENDING_POLICY = env.get("SPENDING_POLICY") or "proportional"

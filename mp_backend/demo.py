@@ -42,7 +42,12 @@ def load_demo() -> Iterator[str]:
             members.update_profile(login.member.id, name=name)
         for bucket, amount in (("principal", principal), ("bonus", bonus)):
             if amount:
-                ledger.credit(login.member.id, amount, bucket=bucket, key=f"demo:{openid}:{bucket}",
-                              operator="demo", note="示例数据")
+                ledger.credit(
+                    login.member.id,
+                    amount,
+                    bucket=bucket,
+                    key=f"demo:{openid}:{bucket}",
+                    operator="demo",
+                    note="示例数据",
+                )
         yield f"member {name}: login code sandbox-{openid}"
-

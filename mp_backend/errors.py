@@ -31,8 +31,14 @@ class AppError(Exception):
     code = "bad_request"
     message = "请求无效"
 
-    def __init__(self, message: str | None = None, *, code: str | None = None, status: int | None = None,
-                 details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         self.message = message or self.message
         self.code = code or self.code
         self.status = status or self.status
@@ -107,9 +113,15 @@ def register_error_handlers(app: Flask) -> None:
         status = error.code or 500
         if status == 422:
             status = 400
-        code = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}.get(
-            status, "http_error")
+        code = {
+            400: "invalid_request",
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+            415: "unsupported_media_type",
+        }.get(status, "http_error")
         body: dict[str, Any] = {"code": code, "message": _human(status, error)}
         if messages:
             body["details"] = messages

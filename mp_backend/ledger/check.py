@@ -42,19 +42,31 @@ def check_ledger(batch_size: int = 5000) -> list[Problem]:
     closed: set[int] = set()
     taken: dict[int, list[int]] = {}  # payment id -> [principal, bonus] taken
     refunded: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    cols = (e.c.id, e.c.member_id, e.c.kind, e.c.amount_fen, e.c.principal_delta_fen, e.c.bonus_delta_fen,
-            e.c.held_delta_fen, e.c.principal_after_fen, e.c.bonus_after_fen, e.c.held_after_fen,
-            e.c.related_entry_id, e.c.closes_entry_id)
+    cols = (
+        e.c.id,
+        e.c.member_id,
+        e.c.kind,
+        e.c.amount_fen,
+        e.c.principal_delta_fen,
+        e.c.bonus_delta_fen,
+        e.c.held_delta_fen,
+        e.c.principal_after_fen,
+        e.c.bonus_after_fen,
+        e.c.held_after_fen,
+        e.c.related_entry_id,
+        e.c.closes_entry_id,
+    )
     hold_split: dict[int, tuple[int, int]] = {}
     rows = session.execute(select(*cols).order_by(e.c.member_id, e.c.id).execution_options(yield_per=batch_size))
-    for (eid, member_id, kind, amount, dp, dbonus, dh, pa, ba, ha, related, closes) in rows:
+    for eid, member_id, kind, amount, dp, dbonus, dh, pa, ba, ha, related, closes in rows:
         sums = replay[member_id]
         sums[0] += dp
         sums[1] += dbonus
         sums[2] += dh
         if (pa, ba, ha) != tuple(sums):
-            problems.append(Problem(member_id, "replay", f"entry {eid} says after=({pa}, {ba}, {ha}), "
-                                                         f"replay gives {tuple(sums)}"))
+            problems.append(
+                Problem(member_id, "replay", f"entry {eid} says after=({pa}, {ba}, {ha}), replay gives {tuple(sums)}")
+            )
             sums[:] = [pa, ba, ha]  # resynchronise so one bad row is reported once
         if min(pa, ba, ha) < 0:
             problems.append(Problem(member_id, "negative bucket", f"entry {eid} leaves ({pa}, {ba}, {ha})"))
@@ -79,8 +91,13 @@ def check_ledger(batch_size: int = 5000) -> list[Problem]:
     ):
         sums = replay.get(member_id, [0, 0, 0])
         if [principal, bonus, held] != list(sums):
-            problems.append(Problem(member_id, "balance != sum of ledger",
-                                    f"wallet ({principal}, {bonus}, {held}), ledger {tuple(sums)}"))
+            problems.append(
+                Problem(
+                    member_id,
+                    "balance != sum of ledger",
+                    f"wallet ({principal}, {bonus}, {held}), ledger {tuple(sums)}",
+                )
+            )
         if min(principal, bonus, held) < 0:
             problems.append(Problem(member_id, "negative bucket", f"wallet ({principal}, {bonus}, {held})"))
 
@@ -90,14 +107,18 @@ def check_ledger(batch_size: int = 5000) -> list[Problem]:
             open_held[member_id] += amount
     for member_id, sums in replay.items():
         if sums[2] != open_held.get(member_id, 0):
-            problems.append(Problem(member_id, "held != open holds",
-                                    f"held {sums[2]}, open holds {open_held.get(member_id, 0)}"))
+            problems.append(
+                Problem(member_id, "held != open holds", f"held {sums[2]}, open holds {open_held.get(member_id, 0)}")
+            )
 
     for payment_id, (rp, rb) in refunded.items():
         tp, tb = taken.get(payment_id, (0, 0))
         if rp > tp or rb > tb:
-            problems.append(Problem(None, "refund exceeds payment",
-                                    f"payment {payment_id} took ({tp}, {tb}), refunds gave ({rp}, {rb})"))
+            problems.append(
+                Problem(
+                    None, "refund exceeds payment", f"payment {payment_id} took ({tp}, {tb}), refunds gave ({rp}, {rb})"
+                )
+            )
 
     for key, count in session.execute(
         select(e.c.idempotency_key, func.count()).group_by(e.c.idempotency_key).having(func.count() > 1)

@@ -153,8 +153,16 @@ class _Request:
 
     def fingerprint(self) -> str:
         # The note is for people and may be reworded on a retry; everything else defines the request.
-        fields = [self.kind, self.member_id, self.target_entry_id, self.amount_fen, self.bucket,
-                  self.store_id, self.operator, self.reference]
+        fields = [
+            self.kind,
+            self.member_id,
+            self.target_entry_id,
+            self.amount_fen,
+            self.bucket,
+            self.store_id,
+            self.operator,
+            self.reference,
+        ]
         return hashlib.sha256(json.dumps(fields, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -174,64 +182,145 @@ class _Plan:
 # Public operations
 
 
-def credit(member_id: int, amount_fen: int, *, key: str, operator: str, bucket: str = "principal",
-           store_id: int | None = None, reference: str | None = None, note: str = "") -> Posting:
+def credit(
+    member_id: int,
+    amount_fen: int,
+    *,
+    key: str,
+    operator: str,
+    bucket: str = "principal",
+    store_id: int | None = None,
+    reference: str | None = None,
+    note: str = "",
+) -> Posting:
     """Add money to one bucket (``principal`` for paid-in money, ``bonus`` for gifts)."""
     if bucket not in ("principal", "bonus"):
         raise ValidationFailed("bucket 只能是 principal 或 bonus", code="invalid_bucket")
-    request = _Request("credit", key, operator, amount_fen, member_id, bucket=bucket, store_id=store_id,
-                       reference=reference, note=note)
+    request = _Request(
+        "credit", key, operator, amount_fen, member_id, bucket=bucket, store_id=store_id, reference=reference, note=note
+    )
     return _execute(request, _plan_credit)
 
 
-def debit(member_id: int, amount_fen: int, *, key: str, operator: str, store_id: int | None = None,
-          reference: str | None = None, note: str = "") -> Posting:
+def debit(
+    member_id: int,
+    amount_fen: int,
+    *,
+    key: str,
+    operator: str,
+    store_id: int | None = None,
+    reference: str | None = None,
+    note: str = "",
+) -> Posting:
     """Spend from the available balance, split across the buckets by the spending policy."""
-    request = _Request("debit", key, operator, amount_fen, member_id, store_id=store_id, reference=reference,
-                       note=note)
+    request = _Request("debit", key, operator, amount_fen, member_id, store_id=store_id, reference=reference, note=note)
     return _execute(request, _plan_spend)
 
 
-def hold(member_id: int, amount_fen: int, *, key: str, operator: str, store_id: int | None = None,
-         reference: str | None = None, note: str = "") -> Posting:
+def hold(
+    member_id: int,
+    amount_fen: int,
+    *,
+    key: str,
+    operator: str,
+    store_id: int | None = None,
+    reference: str | None = None,
+    note: str = "",
+) -> Posting:
     """Freeze an amount for a payment that settles later; capture or void it by the hold's entry id."""
-    request = _Request("hold", key, operator, amount_fen, member_id, store_id=store_id, reference=reference,
-                       note=note)
+    request = _Request("hold", key, operator, amount_fen, member_id, store_id=store_id, reference=reference, note=note)
     return _execute(request, _plan_spend)
 
 
-def capture(hold_entry_id: int, amount_fen: int | None = None, *, key: str, operator: str,
-            store_id: int | None = None, reference: str | None = None, note: str = "") -> Posting:
+def capture(
+    hold_entry_id: int,
+    amount_fen: int | None = None,
+    *,
+    key: str,
+    operator: str,
+    store_id: int | None = None,
+    reference: str | None = None,
+    note: str = "",
+) -> Posting:
     """Take all or part of a hold; the rest goes back to the buckets it came from. At most once."""
-    request = _Request("capture", key, operator, amount_fen, target_entry_id=hold_entry_id, store_id=store_id,
-                       reference=reference, note=note)
+    request = _Request(
+        "capture",
+        key,
+        operator,
+        amount_fen,
+        target_entry_id=hold_entry_id,
+        store_id=store_id,
+        reference=reference,
+        note=note,
+    )
     return _execute(request, _plan_capture, amount_optional=True)
 
 
-def void(hold_entry_id: int, *, key: str, operator: str, store_id: int | None = None,
-         reference: str | None = None, note: str = "") -> Posting:
+def void(
+    hold_entry_id: int,
+    *,
+    key: str,
+    operator: str,
+    store_id: int | None = None,
+    reference: str | None = None,
+    note: str = "",
+) -> Posting:
     """Release a hold in full to the buckets it came from. At most once, and never after a capture."""
-    request = _Request("void", key, operator, target_entry_id=hold_entry_id, store_id=store_id,
-                       reference=reference, note=note)
+    request = _Request(
+        "void", key, operator, target_entry_id=hold_entry_id, store_id=store_id, reference=reference, note=note
+    )
     return _execute(request, _plan_capture, amount_optional=True)
 
 
-def refund(payment_entry_id: int, amount_fen: int, *, key: str, operator: str, store_id: int | None = None,
-           reference: str | None = None, note: str = "") -> Posting:
+def refund(
+    payment_entry_id: int,
+    amount_fen: int,
+    *,
+    key: str,
+    operator: str,
+    store_id: int | None = None,
+    reference: str | None = None,
+    note: str = "",
+) -> Posting:
     """Give back part or all of a debit or capture, to the buckets it took, never more than it took."""
-    request = _Request("refund", key, operator, amount_fen, target_entry_id=payment_entry_id, store_id=store_id,
-                       reference=reference, note=note)
+    request = _Request(
+        "refund",
+        key,
+        operator,
+        amount_fen,
+        target_entry_id=payment_entry_id,
+        store_id=store_id,
+        reference=reference,
+        note=note,
+    )
     return _execute(request, _plan_refund)
 
 
-def withdraw_offline(member_id: int, amount_fen: int, *, key: str, staff_id: int, reason: str,
-                     store_id: int | None = None, reference: str | None = None) -> Posting:
+def withdraw_offline(
+    member_id: int,
+    amount_fen: int,
+    *,
+    key: str,
+    staff_id: int,
+    reason: str,
+    store_id: int | None = None,
+    reference: str | None = None,
+) -> Posting:
     """Record principal handed back to the member outside the system. Bonus is never paid out."""
     if not reason or not reason.strip():
         raise ValidationFailed("请填写退款原因", code="reason_required")
     require_permission(staff_id, "withdraw_offline", store_id)
-    request = _Request("withdrawal", key, f"staff:{staff_id}", amount_fen, member_id, store_id=store_id,
-                       reference=reference, note=reason.strip()[:255], staff_id=staff_id)
+    request = _Request(
+        "withdrawal",
+        key,
+        f"staff:{staff_id}",
+        amount_fen,
+        member_id,
+        store_id=store_id,
+        reference=reference,
+        note=reason.strip()[:255],
+        staff_id=staff_id,
+    )
     return _execute(request, _plan_withdrawal)
 
 
@@ -240,15 +329,23 @@ def reverse(credit_entry_id: int, *, key: str, staff_id: int, reason: str, store
     if not reason or not reason.strip():
         raise ValidationFailed("请填写冲正原因", code="reason_required")
     require_permission(staff_id, "reverse_entry", store_id)
-    request = _Request("reversal", key, f"staff:{staff_id}", target_entry_id=credit_entry_id, store_id=store_id,
-                       note=reason.strip()[:255], staff_id=staff_id)
+    request = _Request(
+        "reversal",
+        key,
+        f"staff:{staff_id}",
+        target_entry_id=credit_entry_id,
+        store_id=store_id,
+        note=reason.strip()[:255],
+        staff_id=staff_id,
+    )
     return _execute(request, _plan_reversal, amount_optional=True)
 
 
 def open_wallet(member_id: int) -> None:
     """Create the (empty) wallet of a new member, in the caller's transaction."""
-    db.session.connection().execute(insert(wallet_t).values(member_id=member_id, principal_fen=0, bonus_fen=0,
-                                                            held_fen=0, created_at=utcnow()))
+    db.session.connection().execute(
+        insert(wallet_t).values(member_id=member_id, principal_fen=0, bonus_fen=0, held_fen=0, created_at=utcnow())
+    )
 
 
 def get_balance(member_id: int) -> Balance:
@@ -391,8 +488,9 @@ def _plan_spend(conn: Connection, r: _Request) -> _Plan:
     assert r.member_id is not None and r.amount_fen is not None
     if r.amount_fen > before.available_fen:
         raise InsufficientBalance(details={"available_fen": before.available_fen})
-    from_principal, from_bonus = split_spend(r.amount_fen, before.principal_fen, before.bonus_fen,
-                                             current_app.config["SPENDING_POLICY"])
+    from_principal, from_bonus = split_spend(
+        r.amount_fen, before.principal_fen, before.bonus_fen, current_app.config["SPENDING_POLICY"]
+    )
     held = r.amount_fen if r.kind == "hold" else 0
     return _Plan(r.member_id, r.amount_fen, -from_principal, -from_bonus, held, before)
 
@@ -412,10 +510,19 @@ def _plan_capture(conn: Connection, r: _Request) -> _Plan:
         amount = hold_amount if r.amount_fen is None else r.amount_fen
         if amount > hold_amount:
             raise Conflict("扣款金额超过冻结金额", code="capture_exceeds_hold", details={"held_fen": hold_amount})
-        taken_principal, taken_bonus = split_spend(amount, hold_principal, hold_bonus,
-                                                   current_app.config["SPENDING_POLICY"])
-    return _Plan(held["member_id"], amount, hold_principal - taken_principal, hold_bonus - taken_bonus,
-                 -hold_amount, before, related_entry_id=held["id"], closes_entry_id=held["id"])
+        taken_principal, taken_bonus = split_spend(
+            amount, hold_principal, hold_bonus, current_app.config["SPENDING_POLICY"]
+        )
+    return _Plan(
+        held["member_id"],
+        amount,
+        hold_principal - taken_principal,
+        hold_bonus - taken_bonus,
+        -hold_amount,
+        before,
+        related_entry_id=held["id"],
+        closes_entry_id=held["id"],
+    )
 
 
 def _plan_refund(conn: Connection, r: _Request) -> _Plan:
@@ -433,8 +540,11 @@ def _plan_refund(conn: Connection, r: _Request) -> _Plan:
     refundable_bonus = taken_bonus - int(refunded_bonus)
     assert r.amount_fen is not None
     if r.amount_fen > refundable_principal + refundable_bonus:
-        raise Conflict("退款金额超过可退金额", code="refund_exceeds_payment",
-                       details={"refundable_fen": refundable_principal + refundable_bonus})
+        raise Conflict(
+            "退款金额超过可退金额",
+            code="refund_exceeds_payment",
+            details={"refundable_fen": refundable_principal + refundable_bonus},
+        )
     to_principal, to_bonus = split_refund(r.amount_fen, refundable_principal, refundable_bonus)
     return _Plan(paid["member_id"], r.amount_fen, to_principal, to_bonus, 0, before, related_entry_id=paid["id"])
 
@@ -457,5 +567,13 @@ def _plan_reversal(conn: Connection, r: _Request) -> _Plan:
     if before.principal_fen + dp < 0 or before.bonus_fen + dbonus < 0:
         raise InsufficientBalance("该笔充值已被使用，余额不足以冲正")
     audit(r.staff_id, "reverse_entry", f"entry:{original['id']}", r.note)
-    return _Plan(original["member_id"], original["amount_fen"], dp, dbonus, 0, before,
-                 related_entry_id=original["id"], closes_entry_id=original["id"])
+    return _Plan(
+        original["member_id"],
+        original["amount_fen"],
+        dp,
+        dbonus,
+        0,
+        before,
+        related_entry_id=original["id"],
+        closes_entry_id=original["id"],
+    )

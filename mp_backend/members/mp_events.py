@@ -44,8 +44,10 @@ def answer(incoming: Incoming) -> str | None:
             if scene:
                 log.info("subscribe via parametric QR scene %s (member %s)", scene, login.member.id)
             centre, recharge = _links()
-            return (f"欢迎加入会员！\n会员中心：{centre}\n在线充值：{recharge}\n"
-                    f"点击菜单“我的余额”或回复“余额”随时查看余额。")
+            return (
+                f"欢迎加入会员！\n会员中心：{centre}\n在线充值：{recharge}\n"
+                f"点击菜单“我的余额”或回复“余额”随时查看余额。"
+            )
         if event == "unsubscribe":
             members.set_subscribed(appid, incoming.openid, False)  # keep the member and the money
             return None

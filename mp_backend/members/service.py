@@ -31,10 +31,16 @@ def _new_card_no() -> str:
 
 
 @transactional
-def create_member(*, name: str = "", phone: str | None = None, unionid: str | None = None,
-                  home_store_id: int | None = None) -> Member:
-    member = Member(card_no=_new_card_no(), name=name[:64], phone=phone or None, unionid=unionid or None,
-                    home_store_id=home_store_id)
+def create_member(
+    *, name: str = "", phone: str | None = None, unionid: str | None = None, home_store_id: int | None = None
+) -> Member:
+    member = Member(
+        card_no=_new_card_no(),
+        name=name[:64],
+        phone=phone or None,
+        unionid=unionid or None,
+        home_store_id=home_store_id,
+    )
     db.session.add(member)
     db.session.flush()
     ledger.open_wallet(member.id)

@@ -23,10 +23,18 @@ def _hasher() -> PasswordHasher:
         _hashers[cheap] = PasswordHasher.from_parameters(profiles.CHEAPEST) if cheap else PasswordHasher()
     return _hashers[cheap]
 
+
 # What each role may do; scope (which stores) is checked separately.
 PERMISSIONS: dict[str, set[str]] = {
-    "hq_admin": {"withdraw_offline", "reverse_entry", "manage_staff", "recharge_offline", "view_records",
-                 "manage_members", "manage_rules"},
+    "hq_admin": {
+        "withdraw_offline",
+        "reverse_entry",
+        "manage_staff",
+        "recharge_offline",
+        "view_records",
+        "manage_members",
+        "manage_rules",
+    },
     "region_manager": {"withdraw_offline", "reverse_entry", "recharge_offline", "view_records", "manage_members"},
     "store_manager": {"withdraw_offline", "recharge_offline", "view_records", "manage_members"},
     "clerk": {"recharge_offline", "view_records"},
@@ -81,8 +89,15 @@ def store_by_code(code: str) -> Store:
 
 
 @transactional
-def create_staff(username: str, role: str, password: str, *, store_code: str | None = None,
-                 region_code: str | None = None, created_by: int | None = None) -> Staff:
+def create_staff(
+    username: str,
+    role: str,
+    password: str,
+    *,
+    store_code: str | None = None,
+    region_code: str | None = None,
+    created_by: int | None = None,
+) -> Staff:
     username = (username or "").strip()
     if not username or len(username) > 64:
         raise ValidationFailed("用户名必须是 1-64 个字符", code="invalid_username")
@@ -104,12 +119,20 @@ def create_staff(username: str, role: str, password: str, *, store_code: str | N
         region = db.session.scalars(select(Region).where(Region.code == region_code)).first()
         if region is None:
             raise NotFound(f"区域 {region_code} 不存在", code="region_not_found")
-    staff = Staff(username=username, role=role, password_hash=_hasher().hash(password),
-                  store_id=store.id if store else None, region_id=region.id if region else None)
+    staff = Staff(
+        username=username,
+        role=role,
+        password_hash=_hasher().hash(password),
+        store_id=store.id if store else None,
+        region_id=region.id if region else None,
+    )
     db.session.add(staff)
     db.session.flush()
-    db.session.add(AuditLog(staff_id=created_by, action="staff_create", subject=f"staff:{staff.id}",
-                            reason=f"{username} as {role}"))
+    db.session.add(
+        AuditLog(
+            staff_id=created_by, action="staff_create", subject=f"staff:{staff.id}", reason=f"{username} as {role}"
+        )
+    )
     return staff
 
 

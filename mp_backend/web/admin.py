@@ -61,8 +61,9 @@ def member_detail(member_id: int) -> dict:
 @blp.doc(security=STAFF)
 def member_status(body: dict, member_id: int) -> dict:
     """Freeze, report lost, or reactivate a member's card (reason required, audited)."""
-    member = members.set_status(member_id, body["status"], staff_id=current_staff().id, reason=body["reason"],
-                                store_id=body.get("store_id"))
+    member = members.set_status(
+        member_id, body["status"], staff_id=current_staff().id, reason=body["reason"], store_id=body.get("store_id")
+    )
     return summarize(member).as_dict()
 
 
@@ -75,8 +76,14 @@ def member_status(body: dict, member_id: int) -> dict:
 def withdraw(body: dict, member_id: int) -> dict:
     """Record principal handed back outside the system (members cannot withdraw by themselves)."""
     staff = current_staff()
-    posting = ledger.withdraw_offline(member_id, body["amount_fen"], key=f"admin:withdraw:{body['request_id']}",
-                                      staff_id=staff.id, reason=body["reason"], store_id=body.get("store_id"))
+    posting = ledger.withdraw_offline(
+        member_id,
+        body["amount_fen"],
+        key=f"admin:withdraw:{body['request_id']}",
+        staff_id=staff.id,
+        reason=body["reason"],
+        store_id=body.get("store_id"),
+    )
     return posting_dict(posting)
 
 
@@ -89,6 +96,11 @@ def withdraw(body: dict, member_id: int) -> dict:
 def reverse(body: dict, entry_id: int) -> dict:
     """Correct a mistaken credit with a reversing entry."""
     staff = current_staff()
-    posting = ledger.reverse(entry_id, key=f"admin:reverse:{body['request_id']}", staff_id=staff.id,
-                             reason=body["reason"], store_id=body.get("store_id"))
+    posting = ledger.reverse(
+        entry_id,
+        key=f"admin:reverse:{body['request_id']}",
+        staff_id=staff.id,
+        reason=body["reason"],
+        store_id=body.get("store_id"),
+    )
     return posting_dict(posting)

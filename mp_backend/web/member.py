@@ -22,10 +22,12 @@ blp = Blueprint("member", __name__, url_prefix="/api", description="Members: min
 def wxa_login(body: dict) -> dict:
     """Mini-program login: exchange wx.login()'s code for a member token."""
     session = wechat_clients.jscode2session(body["code"])
-    login = members.login_with_openid(current_app.config["WECHAT_WXA_APPID"], session["openid"],
-                                      session.get("unionid"))
-    return {"token": members.issue_member_token(login.member), "member": summarize(login.member).as_dict(),
-            "created": login.created}
+    login = members.login_with_openid(current_app.config["WECHAT_WXA_APPID"], session["openid"], session.get("unionid"))
+    return {
+        "token": members.issue_member_token(login.member),
+        "member": summarize(login.member).as_dict(),
+        "created": login.created,
+    }
 
 
 @blp.route("/me", methods=["GET"])

@@ -9,12 +9,14 @@ bp = Blueprint("pages", __name__)
 
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
-    return jsonify({
-        "service": "member stored-value backend",
-        "member_centre": f"{current_app.config['PUBLIC_BASE_URL']}/member",
-        "openapi": f"{current_app.config['PUBLIC_BASE_URL']}/openapi.json",
-        "sandbox": bool(current_app.config["WECHAT_SANDBOX"]),
-    })
+    return jsonify(
+        {
+            "service": "member stored-value backend",
+            "member_centre": f"{current_app.config['PUBLIC_BASE_URL']}/member",
+            "openapi": f"{current_app.config['PUBLIC_BASE_URL']}/openapi.json",
+            "sandbox": bool(current_app.config["WECHAT_SANDBOX"]),
+        }
+    )
 
 
 @bp.get("/member")

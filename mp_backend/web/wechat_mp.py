@@ -29,8 +29,7 @@ def verify() -> Response:
 @bp.post("/mp")
 def receive() -> Response:
     """Messages and events, in plain, compatible or safe mode. Always answered within WeChat's 5 s."""
-    inbound = wechat_server.parse_message(request.get_data(cache=False), request.args,
-                                          remote_addr=request.remote_addr)
+    inbound = wechat_server.parse_message(request.get_data(cache=False), request.args, remote_addr=request.remote_addr)
     try:
         text = answer(_incoming(inbound.message))
     except AppError as error:
@@ -50,8 +49,13 @@ def _incoming(message) -> Incoming:  # type: ignore[no-untyped-def]
         event, key = "subscribe", f"qrscene_{getattr(message, 'scene_id', '')}"
     elif event == "scan":
         key = str(getattr(message, "scene_id", "") or key)
-    return Incoming(openid=str(message.source), msg_type=message.type, event=event, event_key=str(key),
-                    content=str(getattr(message, "content", "") or ""))
+    return Incoming(
+        openid=str(message.source),
+        msg_type=message.type,
+        event=event,
+        event_key=str(key),
+        content=str(getattr(message, "content", "") or ""),
+    )
 
 
 def _safe_next(target: str | None) -> str:
