@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, redirect
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, redirect
 
 bp = Blueprint("pages", __name__)
 
@@ -23,3 +25,10 @@ def index():  # type: ignore[no-untyped-def]
 def member_centre():  # type: ignore[no-untyped-def]
     """The member centre H5 page; it logs in through official-account OAuth when it has no session."""
     return redirect("/static/member.html")
+
+
+@bp.get("/r")
+def recharge_home():  # type: ignore[no-untyped-def]
+    """The recharge home linked from the menu and the welcome text (rules arrive with the recharge work)."""
+    page = Path(current_app.static_folder or "", "recharge.html").read_text(encoding="utf-8")
+    return Response(page, mimetype="text/html")
