@@ -70,7 +70,7 @@ def upgrade():
 
     op.create_table('staff',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('username', sa.String(length=64), nullable=False),
+    sa.Column('username', sa.String(length=64).with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=64), 'mariadb').with_variant(mysql.VARCHAR(collation='utf8mb4_nopad_bin', length=64), 'mysql'), nullable=False),
     sa.Column('password_hash', sa.String(length=255), nullable=False),
     sa.Column('role', sa.String(length=20), nullable=False),
     sa.Column('region_id', sa.Integer(), nullable=True),

@@ -8,7 +8,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from ..models_base import created_at_column
+from ..models_base import ExactString, created_at_column
 
 ROLES = ("hq_admin", "region_manager", "store_manager", "clerk")
 
@@ -47,7 +47,7 @@ class Store(db.Model):  # type: ignore[name-defined]
 class Staff(db.Model):  # type: ignore[name-defined]
     __tablename__ = "staff"
     id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(String(64), unique=True)
+    username: Mapped[str] = mapped_column(ExactString(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(20))
     region_id: Mapped[int | None] = mapped_column(ForeignKey("region.id"), index=True)

@@ -105,7 +105,9 @@ def member_ids() -> list[int]:
 
 def openids_of(member_id: int) -> set[tuple[str, str]]:
     db.session.rollback()
-    rows = db.session.execute(select(MemberOpenid.appid, MemberOpenid.openid).where(MemberOpenid.member_id == member_id))
+    rows = db.session.execute(
+        select(MemberOpenid.appid, MemberOpenid.openid).where(MemberOpenid.member_id == member_id)
+    )
     return {(appid, openid) for appid, openid in rows}
 
 

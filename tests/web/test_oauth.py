@@ -227,10 +227,15 @@ def test_tricky_next_never_redirects_off_site(client, fake: FakeWeChatServer, ta
     [
         pytest.param(lambda fake: fake.fail_code("sandbox-alice", 40029), 400, "wechat_code_invalid", id="40029"),
         pytest.param(lambda fake: fake.fail_code("sandbox-alice", 40163), 400, "wechat_code_invalid", id="used-40163"),
-        pytest.param(lambda fake: fake.fail_next("sns/oauth2/access_token", status=500), 502, "wechat_unavailable",
-                     id="http-500"),
-        pytest.param(lambda fake: fake.fail_next("sns/oauth2/access_token", -1, errmsg="system error"), 502,
-                     "wechat_unavailable", id="system-error"),
+        pytest.param(
+            lambda fake: fake.fail_next("sns/oauth2/access_token", status=500), 502, "wechat_unavailable", id="http-500"
+        ),
+        pytest.param(
+            lambda fake: fake.fail_next("sns/oauth2/access_token", -1, errmsg="system error"),
+            502,
+            "wechat_unavailable",
+            id="system-error",
+        ),
     ],
 )
 def test_oauth_code_errors_create_no_member(client, fake: FakeWeChatServer, steer, status, code):

@@ -62,7 +62,9 @@ def aes_request(fake: FakeWeChatServer, xml: str) -> tuple[dict[str, str], str]:
     envelope = crypto.encrypt_message(xml, query["nonce"], query["timestamp"])
     encrypted = envelope.split("<Encrypt><![CDATA[")[1].split("]]></Encrypt>")[0]
     msg_signature = envelope.split("<MsgSignature><![CDATA[")[1].split("]]></MsgSignature>")[0]
-    body = f"<xml><ToUserName><![CDATA[{s.mp_original_id}]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+    body = (
+        f"<xml><ToUserName><![CDATA[{s.mp_original_id}]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+    )
     return {**query, "encrypt_type": "aes", "msg_signature": msg_signature}, body
 
 
@@ -228,7 +230,7 @@ def test_welcome_links_lead_to_pages_that_exist(client, fake: FakeWeChatServer):
     assert len(links) >= 2
     # when each link is opened, then it is served (a page or a redirect), never a 404
     for link in links:
-        response = client.get(link[len(PUBLIC_BASE_URL):] or "/")
+        response = client.get(link[len(PUBLIC_BASE_URL) :] or "/")
         assert response.status_code in (200, 301, 302, 303), f"{link} answered {response.status_code}"
 
 
@@ -324,8 +326,9 @@ def test_correct_aes_request_passes(client, fake: FakeWeChatServer):
 def test_wrong_plain_signature_is_403(client, fake: FakeWeChatServer):
     query = signed_query(fake)
     query["signature"] = "0" * 40
-    response = client.post("/wechat/mp", query_string=query, data=fake.event("o-new", "subscribe"),
-                           content_type="text/xml")
+    response = client.post(
+        "/wechat/mp", query_string=query, data=fake.event("o-new", "subscribe"), content_type="text/xml"
+    )
     assert response.status_code == 403
     assert error_of(response)["code"] == "wechat_bad_signature"
     assert member_ids() == []
@@ -351,8 +354,11 @@ def test_compatible_mode_reads_only_the_encrypted_part(client, fake: FakeWeChatS
     text = response.get_data(as_text=True)
     s = fake.settings
     plain = WeChatCrypto(s.mp_token, s.mp_aes_key, s.mp_appid).decrypt_message(
-        text, text.split("<MsgSignature><![CDATA[")[1].split("]]>")[0],
-        text.split("<TimeStamp>")[1].split("</TimeStamp>")[0], text.split("<Nonce><![CDATA[")[1].split("]]>")[0])
+        text,
+        text.split("<MsgSignature><![CDATA[")[1].split("]]>")[0],
+        text.split("<TimeStamp>")[1].split("</TimeStamp>")[0],
+        text.split("<Nonce><![CDATA[")[1].split("]]>")[0],
+    )
     assert "<ToUserName><![CDATA[o-alice]]></ToUserName>" in plain
     assert "99.00" not in plain
 
@@ -439,8 +445,9 @@ def test_non_xml_or_unreadable_body_is_400(client, fake: FakeWeChatServer, body)
 @pytest.mark.parametrize(
     "mangle",
     [
-        pytest.param(lambda q, b: (q, b.replace("<Encrypt>", "<Other>").replace("</Encrypt>", "</Other>")),
-                     id="no-Encrypt"),
+        pytest.param(
+            lambda q, b: (q, b.replace("<Encrypt>", "<Other>").replace("</Encrypt>", "</Other>")), id="no-Encrypt"
+        ),
         pytest.param(lambda q, b: ({k: v for k, v in q.items() if k != "msg_signature"}, b), id="no-msg_signature"),
         pytest.param(lambda q, b: ({**q, "encrypt_type": "rsa"}, b), id="unknown-encrypt_type"),
     ],
@@ -471,8 +478,12 @@ def test_no_ledger_rows_from_any_message(client, fake: FakeWeChatServer):
     # a whole conversation moves no money
     mp_member("o-alice", 1_000, 230, 100)
     rows = count_rows("ledger_entry")
-    for xml in (fake.event("o-alice", "subscribe"), fake.text_message("o-alice", "余额"),
-                fake.click_event("o-alice", "MY_BALANCE"), fake.event("o-alice", "unsubscribe")):
+    for xml in (
+        fake.event("o-alice", "subscribe"),
+        fake.text_message("o-alice", "余额"),
+        fake.click_event("o-alice", "MY_BALANCE"),
+        fake.event("o-alice", "unsubscribe"),
+    ):
         assert fake.mp_post(client, xml, encrypt=True).status == 200
     assert count_rows("ledger_entry") == rows
     assert db.session.scalars(select(LedgerEntry.kind).order_by(LedgerEntry.id)).all() == ["credit", "credit", "hold"]

@@ -4,7 +4,8 @@ with the fake WeChat answering jscode2session and getuserphonenumber."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import time_machine
@@ -82,7 +83,7 @@ def test_unionid_links_the_official_account_and_the_mini_program(client, fake_wi
     # given alice logged in on an H5 page through the official account's OAuth (unionid union-alice)
     start = client.get("/wechat/oauth", query_string={"next": "/static/member.html"})
     assert start.status_code == 302
-    state = dict(p.split("=", 1) for p in start.location.split("?", 1)[1].split("#")[0].split("&"))["state"]
+    state = parse_qs(urlsplit(start.location).query)["state"][0]
     callback = client.get("/wechat/oauth/callback", query_string={"code": "sandbox-alice", "state": state})
     assert callback.status_code == 302
     h5_member = client.get("/api/me").get_json()
@@ -189,7 +190,7 @@ def test_expired_token_is_401_token_expired(client, app, wxa_login):
     token = wxa_login("alice")["token"]
     max_age = app.config["MEMBER_TOKEN_MAX_AGE"]
     # when it is used a minute after its life ends
-    with time_machine.travel(datetime.now(timezone.utc) + timedelta(seconds=max_age + 60), tick=False):
+    with time_machine.travel(datetime.now(UTC) + timedelta(seconds=max_age + 60), tick=False):
         response = client.get("/api/me", headers=bearer(token))
     # then it is refused as expired
     assert response.status_code == 401
@@ -199,7 +200,7 @@ def test_expired_token_is_401_token_expired(client, app, wxa_login):
 def test_token_still_valid_just_before_it_expires(client, app, wxa_login):
     token = wxa_login("alice")["token"]
     max_age = app.config["MEMBER_TOKEN_MAX_AGE"]
-    with time_machine.travel(datetime.now(timezone.utc) + timedelta(seconds=max_age - 60), tick=False):
+    with time_machine.travel(datetime.now(UTC) + timedelta(seconds=max_age - 60), tick=False):
         response = client.get("/api/me", headers=bearer(token))
     assert response.status_code == 200
 
@@ -232,16 +233,37 @@ def test_member_token_is_not_a_staff_token(client, org, wxa_login):
     ("js_code", "steer", "status", "code"),
     [
         pytest.param("wx-code-of-another-app", None, 400, "wechat_code_invalid", id="unknown-code-40029"),
-        pytest.param("sandbox-alice", lambda fake: fake.fail_code("sandbox-alice", 40029), 400,
-                     "wechat_code_invalid", id="40029"),
-        pytest.param("sandbox-alice", lambda fake: fake.fail_code("sandbox-alice", 40163), 400,
-                     "wechat_code_invalid", id="used-40163"),
-        pytest.param("sandbox-alice", lambda fake: fake.fail_next("sns/jscode2session", 45011), 429,
-                     "wechat_rate_limited", id="45011"),
-        pytest.param("sandbox-alice", lambda fake: fake.fail_next("sns/jscode2session", status=500), 502,
-                     "wechat_unavailable", id="http-500"),
-        pytest.param("sandbox-alice", lambda fake: fake.fail_next("sns/jscode2session", -1, errmsg="system error"),
-                     502, "wechat_unavailable", id="system-error"),
+        pytest.param(
+            "sandbox-alice", lambda fake: fake.fail_code("sandbox-alice", 40029), 400, "wechat_code_invalid", id="40029"
+        ),
+        pytest.param(
+            "sandbox-alice",
+            lambda fake: fake.fail_code("sandbox-alice", 40163),
+            400,
+            "wechat_code_invalid",
+            id="used-40163",
+        ),
+        pytest.param(
+            "sandbox-alice",
+            lambda fake: fake.fail_next("sns/jscode2session", 45011),
+            429,
+            "wechat_rate_limited",
+            id="45011",
+        ),
+        pytest.param(
+            "sandbox-alice",
+            lambda fake: fake.fail_next("sns/jscode2session", status=500),
+            502,
+            "wechat_unavailable",
+            id="http-500",
+        ),
+        pytest.param(
+            "sandbox-alice",
+            lambda fake: fake.fail_next("sns/jscode2session", -1, errmsg="system error"),
+            502,
+            "wechat_unavailable",
+            id="system-error",
+        ),
     ],
 )
 def test_jscode2session_errors_create_no_member(client, fake: FakeWeChatServer, js_code, steer, status, code):
@@ -324,8 +346,7 @@ def test_bind_phone_from_getuserphonenumber(client, fake: FakeWeChatServer, wxa_
     login = wxa_login("alice")
     assert login["member"]["phone"] is None
     # when the mini program sends the getPhoneNumber button's code
-    response = client.post("/api/me/phone", json={"code": "sandbox-phone-13800138000"},
-                           headers=bearer(login["token"]))
+    response = client.post("/api/me/phone", json={"code": "sandbox-phone-13800138000"}, headers=bearer(login["token"]))
     # then the number WeChat gave is the member's
     assert response.status_code == 200
     assert response.get_json()["phone"] == "13800138000"
