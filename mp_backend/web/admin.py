@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from ..errors import Forbidden
 from ..ledger import service as ledger
 from ..members import service as members
@@ -11,6 +9,7 @@ from ..members.summary import summarize
 from ..org import service as org
 from .auth import current_staff
 from .schemas import (
+    Blueprint,
     Error,
     MemberSchema,
     MemberStatusIn,
@@ -38,6 +37,7 @@ def login(body: dict) -> dict:
 
 @blp.route("/me", methods=["GET"])
 @blp.response(200, StaffSchema)
+@blp.alt_response(401, schema=Error)
 @blp.doc(security=STAFF)
 def me():  # type: ignore[no-untyped-def]
     return current_staff()
@@ -46,6 +46,7 @@ def me():  # type: ignore[no-untyped-def]
 @blp.route("/members/<int:member_id>", methods=["GET"])
 @blp.response(200, MemberSchema)
 @blp.alt_response(404, schema=Error)
+@blp.alt_response(401, schema=Error)
 @blp.doc(security=STAFF)
 def member_detail(member_id: int) -> dict:
     staff = current_staff()
@@ -58,6 +59,7 @@ def member_detail(member_id: int) -> dict:
 @blp.arguments(MemberStatusIn)
 @blp.response(200, MemberSchema)
 @blp.alt_response(403, schema=Error)
+@blp.alt_response(401, schema=Error)
 @blp.doc(security=STAFF)
 def member_status(body: dict, member_id: int) -> dict:
     """Freeze, report lost, or reactivate a member's card (reason required, audited)."""
@@ -72,6 +74,7 @@ def member_status(body: dict, member_id: int) -> dict:
 @blp.response(201, PostingSchema)
 @blp.alt_response(403, schema=Error)
 @blp.alt_response(409, schema=Error)
+@blp.alt_response(401, schema=Error)
 @blp.doc(security=STAFF)
 def withdraw(body: dict, member_id: int) -> dict:
     """Record principal handed back outside the system (members cannot withdraw by themselves)."""
@@ -92,6 +95,7 @@ def withdraw(body: dict, member_id: int) -> dict:
 @blp.response(201, PostingSchema)
 @blp.alt_response(403, schema=Error)
 @blp.alt_response(409, schema=Error)
+@blp.alt_response(401, schema=Error)
 @blp.doc(security=STAFF)
 def reverse(body: dict, entry_id: int) -> dict:
     """Correct a mistaken credit with a reversing entry."""

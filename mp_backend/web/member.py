@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from flask import current_app
-from flask_smorest import Blueprint
 
 from ..members import service as members
 from ..members.summary import summarize
 from ..wechat import clients as wechat_clients
 from .auth import current_member
-from .schemas import Error, MemberSchema, PhoneBindIn, WxaLoginIn, WxaLoginOut
+from .schemas import Blueprint, Error, MemberSchema, PhoneBindIn, WxaLoginIn, WxaLoginOut
 
 blp = Blueprint("member", __name__, url_prefix="/api", description="Members: mini program and H5 pages")
 
@@ -33,6 +32,7 @@ def wxa_login(body: dict) -> dict:
 @blp.route("/me", methods=["GET"])
 @blp.response(200, MemberSchema)
 @blp.alt_response(401, schema=Error)
+@blp.alt_response(401, schema=Error)
 @blp.doc(security=[{"memberToken": []}])
 def me() -> dict:
     """The member, card and level, balance by bucket, and points."""
@@ -43,6 +43,7 @@ def me() -> dict:
 @blp.arguments(PhoneBindIn)
 @blp.response(200, MemberSchema)
 @blp.alt_response(400, schema=Error)
+@blp.alt_response(401, schema=Error)
 @blp.doc(security=[{"memberToken": []}])
 def bind_phone(body: dict) -> dict:
     """Bind the phone number the member shared through getPhoneNumber (its one-time code)."""

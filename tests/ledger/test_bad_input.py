@@ -65,7 +65,7 @@ AMOUNT_IDS = ["zero", "minus-one", "negative", "fraction", "float", "string", "T
               "max+1"]
 
 
-def _operations(member_id: int, hold_id: int, paid_id: int, admin: int) -> dict[str, Callable[[object], object]]:
+def _operations(member_id: int, hold_id: int, paid_id: int) -> dict[str, Callable[[object], object]]:
     return {
         "credit": lambda amount: ledger.credit(member_id, amount, key="bad", operator="t"),  # type: ignore[arg-type]
         "credit_bonus": lambda amount: ledger.credit(member_id, amount, bucket="bonus", key="bad",  # type: ignore[arg-type]
@@ -74,21 +74,19 @@ def _operations(member_id: int, hold_id: int, paid_id: int, admin: int) -> dict[
         "hold": lambda amount: ledger.hold(member_id, amount, key="bad", operator="t"),  # type: ignore[arg-type]
         "capture": lambda amount: ledger.capture(hold_id, amount, key="bad", operator="t"),  # type: ignore[arg-type]
         "refund": lambda amount: ledger.refund(paid_id, amount, key="bad", operator="t"),  # type: ignore[arg-type]
-        "withdrawal": lambda amount: ledger.withdraw_offline(member_id, amount, key="bad",  # type: ignore[arg-type]
-                                                             staff_id=admin, reason="退卡"),
     }
 
 
 @pytest.fixture
-def funded(make_member, admin_id):  # type: ignore[no-untyped-def]
+def funded(make_member):  # type: ignore[no-untyped-def]
     """A member with money, an open hold and a payment, and the operations on them."""
     member_id = make_member(50_000, 5_000)
     hold_id = ledger.hold(member_id, 10_000, key="setup-hold", operator="t").entry_id
     paid_id = ledger.debit(member_id, 10_000, key="setup-debit", operator="t").entry_id
-    return member_id, _operations(member_id, hold_id, paid_id, admin_id)
+    return member_id, _operations(member_id, hold_id, paid_id)
 
 
-OPERATIONS = ["credit", "credit_bonus", "debit", "hold", "capture", "refund", "withdrawal"]
+OPERATIONS = ["credit", "credit_bonus", "debit", "hold", "capture", "refund"]
 
 
 @pytest.mark.parametrize("amount", BAD_AMOUNTS, ids=AMOUNT_IDS)
@@ -103,7 +101,18 @@ def test_bad_amount_is_refused(funded, operation, amount):
     assert_ledger_ok()
 
 
-@pytest.mark.parametrize("operation", ["credit", "credit_bonus", "debit", "hold", "refund", "withdrawal"])
+@pytest.mark.parametrize("amount", [*BAD_AMOUNTS, None], ids=[*AMOUNT_IDS, "None"])
+def test_bad_withdrawal_amount_is_refused(admin_id, make_member, amount):
+    # given a member with principal
+    member_id = make_member(50_000)
+    # when a withdrawal of a bad amount (or of no amount) is recorded
+    # then it is refused, and no audit row is written
+    with refused(InvalidAmount, "invalid_amount", member_id):
+        ledger.withdraw_offline(member_id, amount, key="bad", staff_id=admin_id, reason="退卡")  # type: ignore[arg-type]
+    assert_ledger_ok()
+
+
+@pytest.mark.parametrize("operation", ["credit", "credit_bonus", "debit", "hold", "refund"])
 def test_missing_amount_is_refused_where_it_is_required(funded, operation):
     # given a funded member
     member_id, operations = funded
@@ -149,21 +158,37 @@ def test_unknown_bucket_is_refused(make_member):
 # Keys and operators
 
 
-@pytest.mark.parametrize("key", ["", "   ", "\t\n", "k" * (MAX_KEY_LENGTH + 1), None, 12345],
-                         ids=["empty", "blank", "whitespace", "too-long", "None", "int"])
-@pytest.mark.parametrize("operation", ["credit", "debit", "hold", "capture", "void", "refund"])
-def test_bad_idempotency_key_is_refused(funded, make_member, operation, key):
-    # given a funded member with a hold and a payment
+BAD_KEYS = ["", "   ", "\t\n", "k" * (MAX_KEY_LENGTH + 1), None, 12345]
+BAD_KEY_IDS = ["empty", "blank", "whitespace", "too-long", "None", "int"]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS, ids=BAD_KEY_IDS)
+def test_bad_idempotency_key_is_refused(make_member, key):
+    # given a member
+    member_id = make_member(1_000)
+    # when a credit carries no usable key
+    # then it is refused
+    with refused(ValidationFailed, "invalid_idempotency_key", member_id):
+        ledger.credit(member_id, 100, key=key, operator="t")
+    assert_ledger_ok()
+
+
+@pytest.mark.parametrize("key", ["", "k" * (MAX_KEY_LENGTH + 1)], ids=["empty", "too-long"])
+@pytest.mark.parametrize("operation", ["debit", "hold", "capture", "void", "refund", "withdrawal", "reversal"])
+def test_every_operation_checks_its_key(funded, admin_id, operation, key):
+    # given a funded member with a hold, a payment and a credit
     member_id, _ = funded
     hold_id = ledger.hold(member_id, 100, key="h2", operator="t").entry_id
     paid_id = ledger.debit(member_id, 100, key="d2", operator="t").entry_id
+    credit_id = ledger.credit(member_id, 100, key="c2", operator="t").entry_id
     call = {
-        "credit": lambda: ledger.credit(member_id, 100, key=key, operator="t"),
         "debit": lambda: ledger.debit(member_id, 100, key=key, operator="t"),
         "hold": lambda: ledger.hold(member_id, 100, key=key, operator="t"),
         "capture": lambda: ledger.capture(hold_id, key=key, operator="t"),
         "void": lambda: ledger.void(hold_id, key=key, operator="t"),
         "refund": lambda: ledger.refund(paid_id, 100, key=key, operator="t"),
+        "withdrawal": lambda: ledger.withdraw_offline(member_id, 100, key=key, staff_id=admin_id, reason="x"),
+        "reversal": lambda: ledger.reverse(credit_id, key=key, staff_id=admin_id, reason="x"),
     }[operation]
     # when the request carries no usable key
     # then it is refused
