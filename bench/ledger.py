@@ -1,20 +1,23 @@
 """Ledger debits per second: the service next to the bare-driver baseline of shared/PERF.md.
 
-    python -m bench.ledger [--workers 4] [--seconds 4 | --ops 20000] [--profile]
+    python -m bench.ledger [--workers 4] [--seconds 5 | --ops 20000] [--rounds 5]
+                           [--database-url URL] [--engine-options JSON] [--profile]
 
-Phases, each with N worker *processes* (spawned, a fresh app and connection each; threads would
-measure the GIL, not the database):
+N worker *processes* (spawned, each with a fresh app and its own connections; threads would measure
+the GIL, not the database) run four phases:
 
-1. ``service``: ``mp_backend.ledger.service.debit`` in a loop, each process on its own wallet;
-2. ``raw``: the minimal debit of PERF.md on a bare driver connection (PyMySQL, or sqlite3 for a SQLite
-   URL), each process on its own wallet: conditional ``UPDATE wallet``, ``SELECT`` of the new balance,
-   ``INSERT`` of one ledger row with a unique idempotency key, ``COMMIT``;
-3. ``service, one wallet``: all processes on one wallet (the row lock serialises them);
+1. ``service, own wallets``: ``mp_backend.ledger.service.debit``, each process on its own wallet;
+2. ``raw, own wallets``: the minimal debit of PERF.md on a bare driver connection (PyMySQL, or sqlite3
+   for a SQLite URL): conditional ``UPDATE wallet``, ``SELECT`` of the new balance, ``INSERT`` of one
+   ledger row with a unique idempotency key, ``COMMIT``;
+3. ``service, one wallet``: all processes on one wallet (its row lock serialises them);
 4. ``raw, one wallet``: the same for the baseline.
 
-Then it checks that nothing was lost (every wallet's balance is its funding minus the debits the
-workers counted, and ``check_ledger`` finds no problem) and prints, last, ``ratio <service/raw>`` for
-phases 1 and 2. ``--profile`` instead runs the service in this process under cProfile.
+The phases take turns in short slices (``--rounds``) so that a drift of the machine hits them alike.
+Afterwards it checks that nothing was lost (each wallet's balance is its funding minus the debits the
+workers counted, the ledger has exactly that many debit rows, and ``check_ledger`` finds no problem),
+and prints, last, ``ratio <service/raw>`` of phases 1 and 2. ``--profile`` instead times both ways on
+one connection in this process and profiles the service with cProfile.
 
 The database (``DATABASE_URL``, default the local MariaDB ``mp_bench``) is emptied and rebuilt by the
 app's migrations first: never point this at data you want to keep.
@@ -31,8 +34,8 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/mp_bench?charset=utf8mb4"
@@ -53,7 +56,8 @@ def bench_config(url: str) -> Any:
     config = Config()
     config.SQLALCHEMY_DATABASE_URI = url
     # BENCH_ENGINE_OPTIONS (JSON, set by --engine-options) tries a change of the pool or engine settings
-    config.SQLALCHEMY_ENGINE_OPTIONS = {**engine_options(url), **json.loads(os.environ.get("BENCH_ENGINE_OPTIONS", "{}"))}
+    tried = json.loads(os.environ.get("BENCH_ENGINE_OPTIONS") or "{}")
+    config.SQLALCHEMY_ENGINE_OPTIONS = {**engine_options(url), **tried}
     config.REDIS_URL = None
     return config
 
@@ -152,28 +156,27 @@ def verify(app: Any, expected_debits: dict[int, int], funding_fen: int) -> list[
 
 
 # ---------------------------------------------------------------------------------------------------
-# The two ways to debit (worker processes)
+# The two ways to debit (in the worker processes)
 
 
 class ServiceDebits:
-    """``ledger.debit`` in a long-lived app context, as a worker process would call it."""
+    """``ledger.debit`` in a long-lived app context, as a worker process (RQ, gunicorn) would call it."""
 
-    def __init__(self, url: str, member_id: int, tag: str) -> None:
-        from mp_backend.errors import AppError, InsufficientBalance
+    def __init__(self, url: str) -> None:
+        from mp_backend.errors import AppError
         from mp_backend.ledger import service as ledger
 
         self.app = make_app(url)
         self.context = self.app.app_context()
         self.context.push()
-        self.member_id, self.tag = member_id, tag
-        self.ledger, self.app_error, self.insufficient = ledger, AppError, InsufficientBalance
+        self.ledger, self.app_error = ledger, AppError
         self.refusals: dict[str, int] = {}
         self.retries = _RetryCounter()
         logging.getLogger("mp_backend.transaction").addFilter(self.retries)
 
-    def debit(self, n: int) -> bool:
+    def debit(self, member_id: int, key: str) -> bool:
         try:
-            self.ledger.debit(self.member_id, AMOUNT_FEN, key=f"{self.tag}-{n}", operator="bench")
+            self.ledger.debit(member_id, AMOUNT_FEN, key=key, operator="bench")
             return True
         except self.app_error as error:  # busy (retries exhausted) or a real refusal: counted, not lost
             self.refusals[error.code] = self.refusals.get(error.code, 0) + 1
@@ -203,18 +206,17 @@ class _RetryCounter(logging.Filter):
 class RawDebits:
     """The minimal debit of PERF.md on a bare DB-API connection: 3 statements and a COMMIT."""
 
-    def __init__(self, url: str, member_id: int, tag: str) -> None:
+    def __init__(self, url: str) -> None:
         from sqlalchemy.engine import make_url  # URL parsing only
 
-        self.member_id, self.tag = member_id, tag
         self.refusals: dict[str, int] = {}
-        self.retries = _RetryCounter()
+        self.retries = _RetryCounter()  # nothing retries here: a deadlock would be an error
         parsed = make_url(url)
         self.sqlite = parsed.get_backend_name() == "sqlite"
         if self.sqlite:
             import sqlite3
 
-            self.conn = sqlite3.connect(parsed.database, timeout=30, isolation_level=None)
+            self.conn: Any = sqlite3.connect(parsed.database, timeout=30, isolation_level=None)
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA busy_timeout=30000")
             mark = "?"
@@ -239,34 +241,25 @@ class RawDebits:
         )
         self.insert = f"INSERT INTO ledger_entry ({columns}) VALUES ({', '.join([mark] * 14)})"
 
-    def debit(self, n: int) -> bool:
+    def debit(self, member_id: int, key: str) -> bool:
         cur = self.cur
         if self.sqlite:
             cur.execute("BEGIN IMMEDIATE")
-        cur.execute(self.update, (AMOUNT_FEN, self.member_id, AMOUNT_FEN))
+        cur.execute(self.update, (AMOUNT_FEN, member_id, AMOUNT_FEN))
         if cur.rowcount != 1:
-            self._rollback()
+            cur.execute("ROLLBACK") if self.sqlite else self.conn.rollback()
             self.refusals["insufficient_balance"] = self.refusals.get("insufficient_balance", 0) + 1
             return False
-        cur.execute(self.select, (self.member_id,))
+        cur.execute(self.select, (member_id,))
         principal, bonus, held = cur.fetchone()
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = datetime.now(UTC).replace(tzinfo=None)
         cur.execute(
             self.insert,
-            (self.member_id, "debit", AMOUNT_FEN, -AMOUNT_FEN, 0, 0, principal, bonus, held, "bench",
-             f"{self.tag}-{n}", REQUEST_HASH, "", now),
+            (member_id, "debit", AMOUNT_FEN, -AMOUNT_FEN, 0, 0, principal, bonus, held, "bench", key,
+             REQUEST_HASH, "", now),
         )  # fmt: skip
-        if self.sqlite:
-            cur.execute("COMMIT")
-        else:
-            self.conn.commit()
+        cur.execute("COMMIT") if self.sqlite else self.conn.commit()
         return True
-
-    def _rollback(self) -> None:
-        if self.sqlite:
-            self.cur.execute("ROLLBACK")
-        else:
-            self.conn.rollback()
 
     def close(self) -> None:
         self.conn.close()
@@ -288,11 +281,31 @@ def _pymysql_args(url: str, with_database: bool = True) -> dict[str, Any]:
     return args
 
 
+# ---------------------------------------------------------------------------------------------------
+# Phases. The workers live through the whole run and take the phases in turns, in short slices
+# (service, raw, service hot, raw hot, service, ...): a machine shared with other work drifts, and the
+# ratio should compare like with like.
+
+
+@dataclass(frozen=True)
+class Phase:
+    label: str
+    way: str  # "service" | "raw"
+    hot: bool  # all workers on one wallet, or each on its own
+
+
+PHASES = (
+    Phase("service, own wallets", "service", False),
+    Phase("raw, own wallets", "raw", False),
+    Phase("service, one wallet", "service", True),
+    Phase("raw, one wallet", "raw", True),
+)
+
+
 @dataclass
-class WorkerResult:
-    member_id: int
-    debits: int  # every successful debit, warm-up included (what the wallet lost)
-    timed_debits: int  # the successful debits while the clock ran
+class Slice:
+    phase: int
+    debits: int
     refusals: dict[str, int]
     retries: int
     started: float
@@ -300,95 +313,111 @@ class WorkerResult:
     cpu_s: float
 
 
-def worker(way: str, url: str, member_id: int, tag: str, seconds: float, ops: int | None,
+def worker(index: int, url: str, wallets: dict[str, int], slices: list[tuple[int, float | None, int | None]],
            barrier: Any, results: Any) -> None:  # fmt: skip
-    """One process of one phase: warm up, wait for the others, debit until the time or count is up."""
+    """One process: warm up both ways, then run each slice (phase, seconds or debit count) in step."""
     try:
-        debits = (ServiceDebits if way == "service" else RawDebits)(url, member_id, tag)
-        warm = sum(debits.debit(-1 - n) for n in range(WARM_UP))
-        debits.refusals.clear()
-        debits.retries.count = 0
-        barrier.wait()
-        started, cpu0 = time.monotonic(), time.process_time()
-        done = 0
-        if ops is not None:
-            for n in range(ops):
-                done += debits.debit(n)
-        else:
-            n, deadline = 0, started + seconds
-            while time.monotonic() < deadline:
-                done += debits.debit(n)
-                n += 1
-        ended, cpu1 = time.monotonic(), time.process_time()
-        debits.close()
-        results.put(("ok", WorkerResult(member_id, warm + done, done, debits.refusals, debits.retries.count,
-                                        started, ended, cpu1 - cpu0)))  # fmt: skip
+        runners = {"service": ServiceDebits(url), "raw": RawDebits(url)}
+        lost: dict[int, int] = {}  # member id -> successful debits, warm-up included
+        serial = 0
+
+        def debit(way: str, member_id: int) -> bool:
+            nonlocal serial
+            serial += 1
+            ok = runners[way].debit(member_id, f"{way}-{index}-{serial}")
+            if ok:
+                lost[member_id] = lost.get(member_id, 0) + 1
+            return ok
+
+        for way, runner in runners.items():
+            for _ in range(WARM_UP):
+                debit(way, wallets[f"{way}-own"])
+            runner.refusals.clear()
+            runner.retries.count = 0
+        done: list[Slice] = []
+        for phase_no, seconds, ops in slices:
+            phase = PHASES[phase_no]
+            runner, member_id = runners[phase.way], wallets[f"{phase.way}-{'hot' if phase.hot else 'own'}"]
+            barrier.wait()
+            started, cpu0 = time.monotonic(), time.process_time()
+            n = 0
+            if ops is not None:
+                n = sum(debit(phase.way, member_id) for _ in range(ops))
+            else:
+                deadline = started + (seconds or 0)
+                while time.monotonic() < deadline:
+                    n += debit(phase.way, member_id)
+            ended, cpu1 = time.monotonic(), time.process_time()
+            done.append(Slice(phase_no, n, dict(runner.refusals), runner.retries.count, started, ended, cpu1 - cpu0))
+            runner.refusals.clear()
+            runner.retries.count = 0
+        for runner in runners.values():
+            runner.close()
+        results.put(("ok", done, lost))
     except BaseException:
         barrier.abort()
-        results.put(("error", traceback.format_exc()))
+        results.put(("error", traceback.format_exc(), {}))
 
 
 @dataclass
 class PhaseResult:
-    label: str
-    workers: list[WorkerResult]
-
-    @property
-    def timed_debits(self) -> int:
-        return sum(w.timed_debits for w in self.workers)
-
-    @property
-    def elapsed(self) -> float:
-        return max(w.ended for w in self.workers) - min(w.started for w in self.workers)
+    phase: Phase
+    debits: int = 0
+    elapsed: float = 0.0
+    cpu_s: float = 0.0
+    retries: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
-        return self.timed_debits / self.elapsed if self.elapsed else 0.0
+        return self.debits / self.elapsed if self.elapsed else 0.0
 
-    @property
-    def cpu_ms(self) -> float:
-        return 1000 * sum(w.cpu_s for w in self.workers) / max(self.timed_debits, 1)
-
-    @property
-    def refusals(self) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for w in self.workers:
-            for code, count in w.refusals.items():
-                total[code] = total.get(code, 0) + count
-        return total
-
-    @property
-    def retries(self) -> int:
-        return sum(w.retries for w in self.workers)
-
-    def line(self) -> str:
+    def line(self, workers: int) -> str:
         extra = f", {self.retries} deadlock retries" if self.retries else ""
         if self.refusals:
             extra += ", refused " + ", ".join(f"{code} x{count}" for code, count in sorted(self.refusals.items()))
-        return (f"{self.label:<34} {self.rate:8.0f} debits/s  {self.cpu_ms:5.2f} ms CPU/debit  "
-                f"({self.timed_debits} debits in {self.elapsed:.1f} s{extra})")  # fmt: skip
+        wallets = "1 wallet" if self.phase.hot else f"{workers} wallets"
+        cpu = 1000 * self.cpu_s / max(self.debits, 1)
+        return (f"{self.phase.way:<8} {workers} processes, {wallets:<10} {self.rate:7.0f} debits/s  "
+                f"{cpu:5.2f} ms CPU/debit  ({self.debits} debits in {self.elapsed:.1f} s{extra})")  # fmt: skip
 
 
-def run_phase(label: str, way: str, url: str, wallets: list[int], seconds: float, ops: int | None) -> PhaseResult:
-    """One worker process per entry of ``wallets`` (a wallet listed N times gets N processes)."""
+def run(url: str, workers: int, own: dict[str, list[int]], hot: dict[str, int], seconds: float,
+        ops: int | None, rounds: int) -> tuple[list[PhaseResult], dict[int, int]]:  # fmt: skip
     ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(len(wallets), timeout=120)
+    barrier = ctx.Barrier(workers, timeout=180)
     results = ctx.SimpleQueue()
-    per_worker = None if ops is None else math.ceil(ops / len(wallets))
-    tag = label.split()[0] + "-" + "-".join(map(str, sorted(set(wallets))))
-    processes = [
-        ctx.Process(target=worker, args=(way, url, member_id, f"{tag}-{i}", seconds, per_worker, barrier, results))
-        for i, member_id in enumerate(wallets)
-    ]
+    per_slice_ops = None if ops is None else max(1, math.ceil(ops / workers / rounds))
+    slices = [(p, seconds / rounds, per_slice_ops) for _ in range(rounds) for p in range(len(PHASES))]
+    processes = []
+    for i in range(workers):
+        wallets = {f"{way}-own": own[way][i] for way in own} | {f"{way}-hot": hot[way] for way in hot}
+        processes.append(ctx.Process(target=worker, args=(i, url, wallets, slices, barrier, results)))
     for p in processes:
         p.start()
     outcomes = [results.get() for _ in processes]
     for p in processes:
         p.join()
-    errors = [detail for status, detail in outcomes if status == "error"]
+    errors = [detail for status, detail, _ in outcomes if status == "error"]
     if errors:
-        raise SystemExit(f"bench: phase {label!r} failed:\n" + "\n".join(errors))
-    return PhaseResult(label, [result for _, result in outcomes])
+        raise SystemExit("bench: a worker failed:\n" + "\n".join(errors))
+
+    phases = [PhaseResult(phase) for phase in PHASES]
+    lost: dict[int, int] = {}
+    for _, _, worker_lost in outcomes:
+        for member_id, count in worker_lost.items():
+            lost[member_id] = lost.get(member_id, 0) + count
+    for slice_no in range(len(slices)):
+        parts: list[Slice] = [done[slice_no] for _, done, _ in outcomes]
+        result = phases[parts[0].phase]
+        result.debits += sum(s.debits for s in parts)
+        result.elapsed += max(s.ended for s in parts) - min(s.started for s in parts)
+        result.cpu_s += sum(s.cpu_s for s in parts)
+        result.retries += sum(s.retries for s in parts)
+        for s in parts:
+            for code, count in s.refusals.items():
+                result.refusals[code] = result.refusals.get(code, 0) + count
+    return phases, lost
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -399,27 +428,28 @@ def profile(url: str, member_id: int, ops: int) -> None:
     import cProfile
     import pstats
 
-    service = ServiceDebits(url, member_id, "profile")
-    raw = RawDebits(url, member_id, "profile-raw")
+    service, raw = ServiceDebits(url), RawDebits(url)
     for n in range(WARM_UP):
-        service.debit(-1 - n)
-        raw.debit(-1 - n)
+        service.debit(member_id, f"warm-s-{n}")
+        raw.debit(member_id, f"warm-r-{n}")
     for name, debits in (("raw", raw), ("service", service)):
         cpu0, t0 = time.process_time(), time.monotonic()
         for n in range(ops):
-            debits.debit(n)
+            debits.debit(member_id, f"{name}-{n}")
         cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
         print(f"{name:<8} 1 connection: {ops / wall:7.0f} debits/s  {1000 * cpu / ops:5.2f} ms CPU/debit")
     profiler = cProfile.Profile()
     profiler.enable()
     for n in range(ops):
-        service.debit(ops + n)
+        service.debit(member_id, f"profiled-{n}")
     profiler.disable()
     stats = pstats.Stats(profiler, stream=sys.stdout).strip_dirs()
     print(f"\n--- service, {ops} debits, by own time ---")
     stats.sort_stats("tottime").print_stats(25)
     print(f"--- service, {ops} debits, cumulative ---")
     stats.sort_stats("cumulative").print_stats(40)
+    print("--- who talks to the server ---")
+    stats.print_callers(r"_execute_command|\(ping\)|\(commit\)|\(rollback\)")
     service.close()
     raw.close()
 
@@ -429,64 +459,56 @@ def profile(url: str, member_id: int, ops: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ledger", description=__doc__.split("\n")[0])
-    parser.add_argument("--workers", type=int, default=4, help="worker processes per phase (default 4)")
+    parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
     how_long = parser.add_mutually_exclusive_group()
-    how_long.add_argument("--seconds", type=float, default=4.0, help="length of each phase (default 4)")
+    how_long.add_argument("--seconds", type=float, default=5.0, help="length of each of the 4 phases (default 5)")
     how_long.add_argument("--ops", type=int, help="debits per phase, split across the workers, instead of --seconds")
+    parser.add_argument("--rounds", type=int, default=5, help="slices each phase is cut into, in turns (default 5)")
     parser.add_argument("--database-url", help=f"default: $DATABASE_URL, else {DEFAULT_URL}")
+    parser.add_argument("--engine-options", help="JSON merged into the app's engine options, to try a change")
     parser.add_argument("--profile", action="store_true", help="profile the service in one process instead")
-    parser.add_argument("--engine-options", help='JSON merged into the engine options, e.g. \'{"pool_pre_ping": false}\'')
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    if args.workers < 1 or args.rounds < 1:
+        parser.error("--workers and --rounds must be at least 1")
 
     url = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_URL
     os.environ["DATABASE_URL"] = url
     if args.engine_options:
         json.loads(args.engine_options)  # fail here, not in every worker
         os.environ["BENCH_ENGINE_OPTIONS"] = args.engine_options
-    n = args.workers
-    ops = args.ops
-    if args.profile:
-        ops = ops or 3000
-    per_wallet = (ops if ops is not None else RATE_CEILING * args.seconds) + n * WARM_UP
-    funding = AMOUNT_FEN * math.ceil(per_wallet * 2)
+    n, ops = args.workers, args.ops
 
     started = time.monotonic()
     prepare_database(url)
     app = make_app(url)
     if args.profile:
-        (wallet,) = fund_wallets(app, 1, AMOUNT_FEN * (3 * ops + 3 * WARM_UP + 10))
+        ops = ops or 3000
+        (wallet,) = fund_wallets(app, 1, AMOUNT_FEN * (3 * ops + 2 * WARM_UP))
         profile(url, wallet, ops)
         return 0
 
+    per_wallet = ops if ops is not None else RATE_CEILING * args.seconds
+    funding = AMOUNT_FEN * math.ceil(per_wallet + n * WARM_UP)
     wallets = fund_wallets(app, 2 * n + 2, funding)
-    own_service, own_raw, (hot_service, hot_raw) = wallets[:n], wallets[n : 2 * n], wallets[2 * n :]
-    dialect = url.split(":", 1)[0]
-    print(f"ledger debits on {dialect} ({url.rsplit('/', 1)[-1].split('?')[0]}), {n} worker processes, "
-          f"{'%d debits' % ops if ops else '%g s' % args.seconds} per phase, {AMOUNT_FEN} fen each")  # fmt: skip
-    phases = [
-        run_phase(f"service  {n} processes, {n} wallets", "service", url, own_service, args.seconds, ops),
-        run_phase(f"raw      {n} processes, {n} wallets", "raw", url, own_raw, args.seconds, ops),
-        run_phase(f"service  {n} processes, 1 wallet", "service", url, [hot_service] * n, args.seconds, ops),
-        run_phase(f"raw      {n} processes, 1 wallet", "raw", url, [hot_raw] * n, args.seconds, ops),
-    ]
+    own = {"service": wallets[:n], "raw": wallets[n : 2 * n]}
+    hot = {"service": wallets[2 * n], "raw": wallets[2 * n + 1]}
+    where = url.split("?")[0].rsplit("/", 1)[-1]
+    length = f"{ops} debits" if ops else f"{args.seconds:g} s"
+    print(f"ledger debits on {url.split(':', 1)[0]} ({where}): {n} worker processes, {length} per phase "
+          f"in {args.rounds} slices, {AMOUNT_FEN} fen each", flush=True)  # fmt: skip
+    phases, lost = run(url, n, own, hot, args.seconds, ops, args.rounds)
     for phase in phases:
-        print(phase.line())
+        print(phase.line(n))
 
-    expected: dict[int, int] = dict.fromkeys(wallets, 0)
-    for phase in phases:
-        for w in phase.workers:
-            expected[w.member_id] += w.debits
-    problems = verify(app, expected, funding)
-    hot = expected[hot_service]
-    print(f"check: one-wallet run {hot} service debits, balance {funding - AMOUNT_FEN * hot} as expected"
-          if not any(f"wallet {hot_service}:" in p for p in problems) else "check: one-wallet run LOST debits")  # fmt: skip
-    print(f"check: {len(problems)} problems in {len(wallets)} wallets and the ledger"
-          + ("".join(f"\n  {p}" for p in problems[:20])))  # fmt: skip
-    print(f"one wallet: ratio {phases[2].rate / phases[3].rate:.2f} (service/raw)")
+    problems = verify(app, dict.fromkeys(wallets, 0) | lost, funding)
+    hot_debits = lost.get(hot["service"], 0)
+    hot_ok = not any(p.startswith(f"wallet {hot['service']}:") for p in problems)
+    print(f"check: one wallet took {hot_debits} service debits, balance {funding - AMOUNT_FEN * hot_debits} "
+          f"{'as expected' if hot_ok else 'WRONG'}; {len(problems)} problems in {len(wallets)} wallets "
+          f"and the ledger" + "".join(f"\n  {p}" for p in problems[:20]))  # fmt: skip
+    print(f"one wallet: service/raw {phases[2].rate / max(phases[3].rate, 1e-9):.2f}")
     print(f"whole run {time.monotonic() - started:.0f} s")
-    print(f"ratio {phases[0].rate / phases[1].rate:.2f}")
+    print(f"ratio {phases[0].rate / max(phases[1].rate, 1e-9):.2f}", flush=True)
     return 1 if problems else 0
 
 

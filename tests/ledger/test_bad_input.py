@@ -45,6 +45,7 @@ def refused(error_class: type[AppError], code: str, *member_ids: int) -> Iterato
     assert [ledger.get_balance(m) for m in member_ids] == balances
 
 
+# Just the stores and one HQ admin, for tests that need no other role (conftest's ``org`` has them all).
 @pytest.fixture
 def stores(app) -> dict[str, int]:  # type: ignore[no-untyped-def]
     org_service.ensure_merchant("测试商户")

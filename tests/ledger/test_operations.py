@@ -24,7 +24,7 @@ from tests.conftest import assert_ledger_ok, count_rows
 entry_t = LedgerEntry.__table__
 
 
-# Lighter than conftest's ``org`` (whose four argon2 hashes cost ~0.4 s a test) where one admin will do.
+# Just the stores and one HQ admin, for tests that need no other role (conftest's ``org`` has them all).
 @pytest.fixture
 def stores(app) -> dict[str, int]:  # type: ignore[no-untyped-def]
     org_service.ensure_merchant("测试商户")
