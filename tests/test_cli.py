@@ -27,8 +27,9 @@ def staff_named(username: str) -> Staff | None:
 def test_staff_create_makes_a_clerk_of_the_store(org, runner):
     # given the organisation with store sh01
     # when a clerk is created from the command line
-    result = runner.invoke(args=["staff", "create", "bob", "--role", "clerk", "--store", "sh01",
-                                 "--password", "longpassword"])
+    result = runner.invoke(
+        args=["staff", "create", "bob", "--role", "clerk", "--store", "sh01", "--password", "longpassword"]
+    )
     # then it succeeds, and bob is a clerk of sh01 who can log in, with an audit row
     assert result.exit_code == 0, result.output
     bob = staff_named("bob")
@@ -44,8 +45,9 @@ def test_staff_create_makes_a_clerk_of_the_store(org, runner):
 def test_staff_create_prompts_for_the_password_twice(org, runner):
     # given the organisation
     # when no --password is given, the password is typed and confirmed
-    result = runner.invoke(args=["staff", "create", "carol", "--role", "hq_admin"],
-                           input="another-password\nanother-password\n")
+    result = runner.invoke(
+        args=["staff", "create", "carol", "--role", "hq_admin"], input="another-password\nanother-password\n"
+    )
     # then the admin is created with that password, which is not echoed
     assert result.exit_code == 0, result.output
     assert "another-password" not in result.output
@@ -56,8 +58,9 @@ def test_staff_create_prompts_for_the_password_twice(org, runner):
 def test_staff_create_region_manager(org, runner):
     # given region east
     # when a region manager is created for it
-    result = runner.invoke(args=["staff", "create", "dave", "--role", "region_manager", "--region", "east",
-                                 "--password", "longpassword"])
+    result = runner.invoke(
+        args=["staff", "create", "dave", "--role", "region_manager", "--region", "east", "--password", "longpassword"]
+    )
     # then
     assert result.exit_code == 0, result.output
     dave = staff_named("dave")
@@ -69,8 +72,9 @@ def test_staff_create_with_an_unknown_role_is_refused(org, runner):
     # given the organisation
     staff_before = count_rows("staff")
     # when the role is not one of ours
-    result = runner.invoke(args=["staff", "create", "bob", "--role", "boss", "--store", "sh01",
-                                 "--password", "longpassword"])
+    result = runner.invoke(
+        args=["staff", "create", "bob", "--role", "boss", "--store", "sh01", "--password", "longpassword"]
+    )
     # then click refuses it before our code runs (a usage error, exit 2), listing the roles
     assert result.exit_code == 2
     assert "Invalid value for '--role'" in result.output
@@ -91,8 +95,16 @@ def test_staff_create_with_an_unknown_role_is_refused(org, runner):
         (["admin", "--role", "hq_admin"], "username_taken"),
         (["   ", "--role", "hq_admin"], "invalid_username"),
     ],
-    ids=["clerk-no-store", "manager-no-store", "unknown-store", "region-manager-no-region", "unknown-region",
-         "weak-password", "taken", "blank-name"],
+    ids=[
+        "clerk-no-store",
+        "manager-no-store",
+        "unknown-store",
+        "region-manager-no-region",
+        "unknown-region",
+        "weak-password",
+        "taken",
+        "blank-name",
+    ],
 )
 def test_staff_create_refusals_exit_non_zero_with_the_error_code(org, runner, args, code):
     # given the organisation (which has a user "admin")

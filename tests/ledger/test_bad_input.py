@@ -62,15 +62,13 @@ def admin_id(stores) -> int:  # type: ignore[no-untyped-def]
 # Amounts
 
 BAD_AMOUNTS = [0, -1, -500, 1.5, 100.0, "100", True, False, 10**12, MAX_AMOUNT_FEN + 1]
-AMOUNT_IDS = ["zero", "minus-one", "negative", "fraction", "float", "string", "True", "False", "10**12",
-              "max+1"]
+AMOUNT_IDS = ["zero", "minus-one", "negative", "fraction", "float", "string", "True", "False", "10**12", "max+1"]
 
 
 def _operations(member_id: int, hold_id: int, paid_id: int) -> dict[str, Callable[[object], object]]:
     return {
         "credit": lambda amount: ledger.credit(member_id, amount, key="bad", operator="t"),  # type: ignore[arg-type]
-        "credit_bonus": lambda amount: ledger.credit(member_id, amount, bucket="bonus", key="bad",  # type: ignore[arg-type]
-                                                     operator="t"),
+        "credit_bonus": lambda amount: ledger.credit(member_id, amount, bucket="bonus", key="bad", operator="t"),  # type: ignore[arg-type]
         "debit": lambda amount: ledger.debit(member_id, amount, key="bad", operator="t"),  # type: ignore[arg-type]
         "hold": lambda amount: ledger.hold(member_id, amount, key="bad", operator="t"),  # type: ignore[arg-type]
         "capture": lambda amount: ledger.capture(hold_id, amount, key="bad", operator="t"),  # type: ignore[arg-type]
@@ -277,8 +275,9 @@ def entries(make_member, admin_id):  # type: ignore[no-untyped-def]
     return found
 
 
-@pytest.mark.parametrize("target", ["unknown", "credit", "debit", "capture", "void", "refund", "withdrawal",
-                                    "reversal", "as-string", "None"])
+@pytest.mark.parametrize(
+    "target", ["unknown", "credit", "debit", "capture", "void", "refund", "withdrawal", "reversal", "as-string", "None"]
+)
 @pytest.mark.parametrize("operation", ["capture", "void"])
 def test_capture_or_void_of_something_that_is_not_a_hold_is_refused(entries, operation, target):
     # given entries of every kind
@@ -293,8 +292,9 @@ def test_capture_or_void_of_something_that_is_not_a_hold_is_refused(entries, ope
     assert_ledger_ok()
 
 
-@pytest.mark.parametrize("target", ["unknown", "credit", "hold", "void", "refund", "withdrawal", "reversal",
-                                    "as-string", "None"])
+@pytest.mark.parametrize(
+    "target", ["unknown", "credit", "hold", "void", "refund", "withdrawal", "reversal", "as-string", "None"]
+)
 def test_refund_of_something_that_is_not_a_payment_is_refused(entries, target):
     # given entries of every kind
     entry_id = {"as-string": str(entries["debit"]), "None": None}.get(target, entries.get(target))
@@ -305,8 +305,7 @@ def test_refund_of_something_that_is_not_a_payment_is_refused(entries, target):
     assert_ledger_ok()
 
 
-@pytest.mark.parametrize("target", ["unknown", "debit", "hold", "capture", "void", "refund", "withdrawal",
-                                    "reversal"])
+@pytest.mark.parametrize("target", ["unknown", "debit", "hold", "capture", "void", "refund", "withdrawal", "reversal"])
 def test_reversal_of_something_that_is_not_a_credit_is_refused(entries, admin_id, target):
     # given entries of every kind
     # when one that is not a credit is reversed
@@ -360,9 +359,17 @@ def test_capture_of_more_than_held_is_refused(make_member):
     assert_ledger_ok()
 
 
-@pytest.mark.parametrize(("settle", "then"), [("void", "capture"), ("capture", "void"), ("capture", "capture"),
-                                              ("void", "void"), ("capture-part", "capture"),
-                                              ("capture-part", "void")])
+@pytest.mark.parametrize(
+    ("settle", "then"),
+    [
+        ("void", "capture"),
+        ("capture", "void"),
+        ("capture", "capture"),
+        ("void", "void"),
+        ("capture-part", "capture"),
+        ("capture-part", "void"),
+    ],
+)
 def test_a_settled_hold_cannot_be_settled_again(make_member, settle, then):
     # given a hold that was captured (in full or in part) or voided
     member_id = make_member(10_000)
@@ -434,13 +441,16 @@ def test_withdrawal_by_a_clerk_is_refused(org, make_member):
     # when the clerk records a withdrawal in their own store
     # then the role has no such permission
     with refused(Forbidden, "permission_denied", member_id):
-        ledger.withdraw_offline(member_id, 100, key="k", staff_id=org["staff"]["sh01_clerk"], reason="退卡",
-                                store_id=org["stores"]["sh01"])
+        ledger.withdraw_offline(
+            member_id, 100, key="k", staff_id=org["staff"]["sh01_clerk"], reason="退卡", store_id=org["stores"]["sh01"]
+        )
     assert_ledger_ok()
 
 
-@pytest.mark.parametrize(("who", "store"), [("sh01_manager", "sh02"), ("sh01_manager", None),
-                                            ("east_manager", "bj01"), ("east_manager", None)])
+@pytest.mark.parametrize(
+    ("who", "store"),
+    [("sh01_manager", "sh02"), ("sh01_manager", None), ("east_manager", "bj01"), ("east_manager", None)],
+)
 def test_withdrawal_outside_the_staff_members_stores_is_refused(org, make_member, who, store):
     # given a store or region manager
     member_id = make_member(5_000)
@@ -448,8 +458,7 @@ def test_withdrawal_outside_the_staff_members_stores_is_refused(org, make_member
     # when they record a withdrawal for a store outside their scope (or for no store: HQ only)
     # then it is refused
     with refused(Forbidden, "store_out_of_scope", member_id):
-        ledger.withdraw_offline(member_id, 100, key="k", staff_id=org["staff"][who], reason="退卡",
-                                store_id=store_id)
+        ledger.withdraw_offline(member_id, 100, key="k", staff_id=org["staff"][who], reason="退卡", store_id=store_id)
     assert_ledger_ok()
 
 
@@ -502,8 +511,9 @@ def test_reversal_needs_a_role_that_may_reverse(org, make_member, who):
     # when a store manager or a clerk reverses it in their own store
     # then it is refused
     with refused(Forbidden, "permission_denied", member_id):
-        ledger.reverse(credit.entry_id, key="k", staff_id=org["staff"][who], reason="输错",
-                       store_id=org["stores"]["sh01"])
+        ledger.reverse(
+            credit.entry_id, key="k", staff_id=org["staff"][who], reason="输错", store_id=org["stores"]["sh01"]
+        )
     assert_ledger_ok()
 
 

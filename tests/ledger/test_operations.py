@@ -112,7 +112,10 @@ def test_debit_splits_by_the_spending_policy(app, make_member, policy, principal
     # then each bucket gives what the policy says, and nothing is held
     taken_principal, taken_bonus = expected_taken
     assert (posting.principal_delta_fen, posting.bonus_delta_fen, posting.held_delta_fen) == (
-        -taken_principal, -taken_bonus, 0)
+        -taken_principal,
+        -taken_bonus,
+        0,
+    )
     assert buckets(member_id) == (principal - taken_principal, bonus - taken_bonus, 0)
     assert posting.balance == ledger.get_balance(member_id)
     assert_ledger_ok()
@@ -170,8 +173,9 @@ def test_capture_in_full_keeps_everything_the_hold_took(make_member):
         ("bonus_first", (700, 500), (400, 500)),
     ],
 )
-def test_partial_capture_returns_the_rest_to_the_buckets_it_came_from(app, make_member, policy, hold_taken,
-                                                                     capture_taken):
+def test_partial_capture_returns_the_rest_to_the_buckets_it_came_from(
+    app, make_member, policy, hold_taken, capture_taken
+):
     # given a hold of 12.00 on 10.00 principal + 5.00 bonus
     app.config["SPENDING_POLICY"] = policy
     member_id = make_member(1_000, 500)
@@ -260,7 +264,10 @@ def test_partial_refunds_until_fully_refunded_then_nothing_more(make_member):
     third = ledger.refund(paid.entry_id, 400, key="refund-3", operator="till")
     # then principal came back first, bonus last, and the wallet is whole again
     assert [(r.principal_delta_fen, r.bonus_delta_fen) for r in (first, second, third)] == [
-        (300, 0), (300, 0), (100, 300)]
+        (300, 0),
+        (300, 0),
+        (100, 300),
+    ]
     assert buckets(member_id) == (7_000, 3_000, 0)
     # and not one more fen can be refunded
     rows = count_rows("ledger_entry")
@@ -305,16 +312,18 @@ def test_refund_of_a_bonus_only_payment_never_goes_to_principal(app, make_member
 # Offline withdrawal and reversal
 
 
-@pytest.mark.parametrize(("who", "store"), [("admin", None), ("admin", "sh02"), ("east_manager", "sh02"),
-                                            ("sh01_manager", "sh01")])
+@pytest.mark.parametrize(
+    ("who", "store"), [("admin", None), ("admin", "sh02"), ("east_manager", "sh02"), ("sh01_manager", "sh01")]
+)
 def test_offline_withdrawal_takes_principal_and_writes_an_audit_row(org, make_member, who, store):
     # given a member with principal and bonus, and a staff member allowed to record withdrawals
     member_id = make_member(5_000, 2_000)
     staff_id = org["staff"][who]
     store_id = org["stores"][store] if store else None
     # when 30.00 handed back in cash is recorded
-    posting = ledger.withdraw_offline(member_id, 3_000, key="wd-1", staff_id=staff_id, reason="  顾客退卡  ",
-                                      store_id=store_id)
+    posting = ledger.withdraw_offline(
+        member_id, 3_000, key="wd-1", staff_id=staff_id, reason="  顾客退卡  ", store_id=store_id
+    )
     # then only principal is reduced, and the row and an audit entry say who and why
     assert buckets(member_id) == (2_000, 2_000, 0)
     assert (posting.kind, posting.principal_delta_fen, posting.bonus_delta_fen) == ("withdrawal", -3_000, 0)
@@ -369,8 +378,13 @@ def test_reversal_of_a_bonus_credit(org, make_member):
     member_id = make_member(1_000)
     gift = ledger.credit(member_id, 500, bucket="bonus", key="gift", operator="till")
     # when it is reversed
-    reversal = ledger.reverse(gift.entry_id, key="rev-1", staff_id=org["staff"]["east_manager"], reason="重复赠送",
-                              store_id=org["stores"]["sh01"])
+    reversal = ledger.reverse(
+        gift.entry_id,
+        key="rev-1",
+        staff_id=org["staff"]["east_manager"],
+        reason="重复赠送",
+        store_id=org["stores"]["sh01"],
+    )
     # then it leaves bonus only
     assert (reversal.principal_delta_fen, reversal.bonus_delta_fen) == (0, -500)
     assert buckets(member_id) == (1_000, 0, 0)
@@ -438,8 +452,9 @@ def test_store_operator_and_reference_are_recorded_on_every_entry(stores, admin_
     member_id = make_member()
     store = stores["sh01"]
     admin = admin_id
-    first_id = ledger.credit(member_id, 10_000, key="c1", operator="till:7", store_id=store, reference="O-1",
-                             note="recharge").entry_id
+    first_id = ledger.credit(
+        member_id, 10_000, key="c1", operator="till:7", store_id=store, reference="O-1", note="recharge"
+    ).entry_id
     # when every kind of operation is done at that store
     ledger.credit(member_id, 1_000, bucket="bonus", key="c2", operator="till:7", store_id=store, reference="O-2")
     paid = ledger.debit(member_id, 1_000, key="d1", operator="till:7", store_id=store, reference="O-3")
@@ -455,10 +470,23 @@ def test_store_operator_and_reference_are_recorded_on_every_entry(stores, admin_
     # then every row carries the store and who did it
     rows = db.session.execute(
         select(entry_t.c.kind, entry_t.c.store_id, entry_t.c.operator, entry_t.c.reference)
-        .where(entry_t.c.id >= first_id).order_by(entry_t.c.id)
+        .where(entry_t.c.id >= first_id)
+        .order_by(entry_t.c.id)
     ).all()
-    assert [r.kind for r in rows] == ["credit", "credit", "debit", "hold", "hold", "capture", "void", "refund",
-                                      "refund", "withdrawal", "credit", "reversal"]
+    assert [r.kind for r in rows] == [
+        "credit",
+        "credit",
+        "debit",
+        "hold",
+        "hold",
+        "capture",
+        "void",
+        "refund",
+        "refund",
+        "withdrawal",
+        "credit",
+        "reversal",
+    ]
     assert {r.store_id for r in rows} == {store}
     assert [r.operator for r in rows] == ["till:7"] * 9 + [f"staff:{admin}", "till:7", f"staff:{admin}"]
     assert [r.reference for r in rows] == [f"O-{n}" for n in range(1, 12)] + [None]
@@ -497,8 +525,18 @@ def _scenario(kind: str, admin: int, make_member) -> tuple[int, Callable[[], led
     raise AssertionError(kind)
 
 
-KINDS = ["credit", "credit_bonus", "debit", "hold", "capture_full", "capture_part", "void", "refund", "withdrawal",
-         "reversal"]
+KINDS = [
+    "credit",
+    "credit_bonus",
+    "debit",
+    "hold",
+    "capture_full",
+    "capture_part",
+    "void",
+    "refund",
+    "withdrawal",
+    "reversal",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -561,33 +599,52 @@ def test_retry_with_a_reworded_note_is_still_a_replay(make_member):
 
 def _first_and_conflicting(case: str, stores: dict, member_a: int, member_b: int):  # type: ignore[no-untyped-def]
     sh01, sh02 = stores["sh01"], stores["sh02"]
-    first: Callable[[], ledger.Posting] = lambda: ledger.debit(member_a, 300, key="K", operator="till",  # noqa: E731
-                                                               store_id=sh01, reference="order-1")
+
+    def first() -> ledger.Posting:
+        return ledger.debit(member_a, 300, key="K", operator="till", store_id=sh01, reference="order-1")
+
     other: dict[str, Callable[[], ledger.Posting]] = {
-        "other amount": lambda: ledger.debit(member_a, 400, key="K", operator="till", store_id=sh01,
-                                             reference="order-1"),
-        "other member": lambda: ledger.debit(member_b, 300, key="K", operator="till", store_id=sh01,
-                                             reference="order-1"),
-        "unknown member": lambda: ledger.debit(10**9, 300, key="K", operator="till", store_id=sh01,
-                                               reference="order-1"),
-        "other kind": lambda: ledger.hold(member_a, 300, key="K", operator="till", store_id=sh01,
-                                          reference="order-1"),
-        "credit": lambda: ledger.credit(member_a, 300, key="K", operator="till", store_id=sh01,
-                                        reference="order-1"),
-        "other store": lambda: ledger.debit(member_a, 300, key="K", operator="till", store_id=sh02,
-                                            reference="order-1"),
-        "other operator": lambda: ledger.debit(member_a, 300, key="K", operator="till-2", store_id=sh01,
-                                               reference="order-1"),
-        "other reference": lambda: ledger.debit(member_a, 300, key="K", operator="till", store_id=sh01,
-                                                reference="order-2"),
-        "amount too big now": lambda: ledger.debit(member_a, 4_900, key="K", operator="till", store_id=sh01,
-                                                   reference="order-1"),
+        "other amount": lambda: ledger.debit(
+            member_a, 400, key="K", operator="till", store_id=sh01, reference="order-1"
+        ),
+        "other member": lambda: ledger.debit(
+            member_b, 300, key="K", operator="till", store_id=sh01, reference="order-1"
+        ),
+        "unknown member": lambda: ledger.debit(
+            10**9, 300, key="K", operator="till", store_id=sh01, reference="order-1"
+        ),
+        "other kind": lambda: ledger.hold(member_a, 300, key="K", operator="till", store_id=sh01, reference="order-1"),
+        "credit": lambda: ledger.credit(member_a, 300, key="K", operator="till", store_id=sh01, reference="order-1"),
+        "other store": lambda: ledger.debit(
+            member_a, 300, key="K", operator="till", store_id=sh02, reference="order-1"
+        ),
+        "other operator": lambda: ledger.debit(
+            member_a, 300, key="K", operator="till-2", store_id=sh01, reference="order-1"
+        ),
+        "other reference": lambda: ledger.debit(
+            member_a, 300, key="K", operator="till", store_id=sh01, reference="order-2"
+        ),
+        "amount too big now": lambda: ledger.debit(
+            member_a, 4_900, key="K", operator="till", store_id=sh01, reference="order-1"
+        ),
     }
     return first, other[case]
 
 
-@pytest.mark.parametrize("case", ["other amount", "other member", "unknown member", "other kind", "credit",
-                                  "other store", "other operator", "other reference", "amount too big now"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "other amount",
+        "other member",
+        "unknown member",
+        "other kind",
+        "credit",
+        "other store",
+        "other operator",
+        "other reference",
+        "amount too big now",
+    ],
+)
 def test_same_key_different_request_is_refused_and_changes_nothing(stores, make_member, case):
     # given a debit that took effect under key K, and a second member
     member_a, member_b = make_member(5_000), make_member(5_000)
@@ -607,8 +664,11 @@ def test_same_key_different_request_is_refused_and_changes_nothing(stores, make_
     assert_ledger_ok()
 
 
-@pytest.mark.parametrize(("first_key", "second_key"), [("req-AbC", "req-abc"), ("req-1", "req-1 ")],
-                         ids=["differ in case", "differ by a trailing space"])
+@pytest.mark.parametrize(
+    ("first_key", "second_key"),
+    [("req-AbC", "req-abc"), ("req-1", "req-1 ")],
+    ids=["differ in case", "differ by a trailing space"],
+)
 def test_keys_are_compared_exactly(make_member, first_key, second_key):
     # given a recharge under a client's request id
     member_id = make_member()

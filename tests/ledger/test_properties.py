@@ -176,8 +176,22 @@ replay_op = st.tuples(st.just("replay"), pick)  # the same request again under i
 reuse_key_op = st.tuples(st.just("reuse_key"), pick, fen)  # an earlier key for a debit of member 0
 policy_op = st.tuples(st.just("policy"), st.sampled_from(POLICIES))
 # one_of chooses its branches evenly: repeat the ones that need something to act on
-operations = st.one_of(credit_op, debit_op, debit_op, hold_op, hold_op, capture_op, capture_op, void_op,
-                       refund_op, refund_op, replay_op, replay_op, reuse_key_op, policy_op)
+operations = st.one_of(
+    credit_op,
+    debit_op,
+    debit_op,
+    hold_op,
+    hold_op,
+    capture_op,
+    capture_op,
+    void_op,
+    refund_op,
+    refund_op,
+    replay_op,
+    replay_op,
+    reuse_key_op,
+    policy_op,
+)
 # both members start with principal and bonus (through ordinary, replayable credits; 0 means none)
 opening = st.lists(st.tuples(st.integers(0, 5_000), st.integers(0, 3_000)), min_size=MEMBERS, max_size=MEMBERS)
 
@@ -243,8 +257,9 @@ def replay_ledger(member_ids: list[int]) -> tuple[list[str], dict[int, tuple[int
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(policy=st.sampled_from(POLICIES), opening=opening, then=st.lists(operations, min_size=15, max_size=50))
-def test_random_operations_agree_with_the_model(app, policy: str, opening: list[tuple[int, int]],
-                                                then: list[tuple[Any, ...]]) -> None:
+def test_random_operations_agree_with_the_model(
+    app, policy: str, opening: list[tuple[int, int]], then: list[tuple[Any, ...]]
+) -> None:
     # given empty tables, two new members and the merchant's policy
     fresh_tables()
     app.config["SPENDING_POLICY"] = policy
@@ -252,8 +267,12 @@ def test_random_operations_agree_with_the_model(app, policy: str, opening: list[
     model = Model(policy)
     sent: list[tuple[str, Request]] = []
     postings: dict[int, ledger.Posting] = {}
-    steps = [("credit", m, fen, bucket) for m, funds in enumerate(opening)
-             for fen, bucket in zip(funds, ("principal", "bonus"), strict=True) if fen] + then
+    steps = [
+        ("credit", m, fen, bucket)
+        for m, funds in enumerate(opening)
+        for fen, bucket in zip(funds, ("principal", "bonus"), strict=True)
+        if fen
+    ] + then
 
     # when the operations are applied one by one to the service and to the model
     for step, (op, *args) in enumerate(steps):
@@ -293,7 +312,8 @@ def test_random_operations_agree_with_the_model(app, policy: str, opening: list[
         sent.append((key, request))
 
         expected = model.expect(key, request)
-        event(f"{request.kind}: {expected.code or ('replay' if expected.replay_of else 'new row')}")
+        outcome = expected.code or ("new row" if expected.replay_of is None else "replay")
+        event(f"{request.kind}: {outcome}")  # --hypothesis-show-statistics shows what the draws exercised
         context = f"step {step}: {key} {request} expected {expected}"
         if expected.code is not None:
             rows = count_rows("ledger_entry")
@@ -311,8 +331,8 @@ def test_random_operations_agree_with_the_model(app, policy: str, opening: list[
         assert not posting.replayed, context
         assert posting.member_id == member_ids[expected.member], context  # type: ignore[index]
         assert (posting.kind, posting.amount_fen) == (request.kind, expected.amount), context
-        assert (posting.principal_delta_fen, posting.bonus_delta_fen, posting.held_delta_fen) == expected.deltas, \
-            context
+        deltas = (posting.principal_delta_fen, posting.bonus_delta_fen, posting.held_delta_fen)
+        assert deltas == expected.deltas, context
         model.apply(key, request, expected, posting.entry_id)
         assert posting.balance == ledger.Balance(*model.wallets[expected.member]), context  # type: ignore[index]
         postings[posting.entry_id] = posting
