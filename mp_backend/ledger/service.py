@@ -439,7 +439,7 @@ def _validate(request: _Request, amount_optional: bool) -> None:
     key = request.key
     if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LENGTH:
         raise ValidationFailed("请求号（幂等键）必须是 1-128 个字符", code="invalid_idempotency_key")
-    if not request.operator or len(request.operator) > 64:
+    if not isinstance(request.operator, str) or not request.operator or len(request.operator) > 64:
         raise ValidationFailed("缺少操作人", code="invalid_operator")
     if request.reference is not None and (not isinstance(request.reference, str) or len(request.reference) > 64):
         raise ValidationFailed("单号最长 64 个字符", code="invalid_reference")
@@ -463,7 +463,8 @@ def _require_active(status: str) -> None:
 
 
 def _load_entry(conn: Connection, entry_id: int | None, kinds: tuple[str, ...], code: str, message: str) -> Any:
-    row = conn.execute(_ENTRY_BY_ID, {"entry_id": entry_id}).first() if isinstance(entry_id, int) else None
+    valid_id = isinstance(entry_id, int) and not isinstance(entry_id, bool)  # True is not entry 1
+    row = conn.execute(_ENTRY_BY_ID, {"entry_id": entry_id}).first() if valid_id else None
     if row is None or row._mapping["kind"] not in kinds:
         raise NotFound(message, code=code)
     return row._mapping
