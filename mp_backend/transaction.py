@@ -1,7 +1,8 @@
 """One service call is one database transaction, retried on deadlock and lock timeout.
 
 ``@transactional`` wraps a domain service function: it commits on return, rolls back on any error,
-retries the whole call when the database reports a deadlock or a lock wait timeout (the call is then
+retries the whole call when the database reports a deadlock or a lock wait timeout, or when the call
+raises ``RetryTransaction`` (a racing copy of an idempotent request committed first; the call is then
 run again from the start, so it must not have side effects outside the database — jobs are enqueued
 only after commit), and is transparent when called inside another transactional call.
 """
@@ -30,6 +31,11 @@ MAX_ATTEMPTS = 8
 RETRYABLE_MYSQL = {1205, 1213}
 
 
+class RetryTransaction(Exception):
+    """Raised inside a transactional call that lost a race to a commit it can only see from a new
+    transaction (a racing copy of the same idempotent request): the whole call runs again."""
+
+
 def is_retryable(error: DBAPIError) -> bool:
     orig = getattr(error, "orig", None)
     args = getattr(orig, "args", ())
@@ -53,6 +59,12 @@ def transactional(fn: Callable[P, R]) -> Callable[P, R]:
             try:
                 result = fn(*args, **kwargs)
                 session.commit()
+            except RetryTransaction:
+                session.rollback()
+                jobs.drop_after_commit()
+                if attempt < MAX_ATTEMPTS:
+                    continue
+                raise Busy() from None
             except DBAPIError as error:
                 session.rollback()
                 jobs.drop_after_commit()

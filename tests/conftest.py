@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from flask import Flask
@@ -75,14 +76,58 @@ def app(config: TestConfig) -> Iterator[Flask]:
 
 
 def _empty_tables() -> None:
+    """Empty every table. Append-only tables refuse DELETE by trigger (the ledger): MariaDB empties them
+    with TRUNCATE, which fires no trigger; SQLite drops the triggers around the DELETE."""
     tables = [t for t in reversed(db.metadata.sorted_tables)]
+    if db.engine.dialect.name != "mysql":
+        with append_only_off(), db.engine.begin() as conn:
+            for table in tables:
+                conn.execute(table.delete())
+        return
+    with db.engine.begin() as conn:
+        guarded = set(
+            conn.exec_driver_sql(
+                "SELECT event_object_table FROM information_schema.triggers "
+                "WHERE trigger_schema = DATABASE() AND event_manipulation = 'DELETE'"
+            ).scalars()
+        )
+        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
+        for table in tables:
+            if table.name in guarded:
+                conn.exec_driver_sql(f"TRUNCATE TABLE `{table.name}`")
+            else:
+                conn.execute(table.delete())
+        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
+
+
+@contextmanager
+def append_only_off() -> Iterator[None]:
+    """Drop every trigger for the block and create each again afterwards from its own saved definition:
+    what someone with DDL rights could do, so tests can show that the ledger checker still catches it."""
+    db.session.commit()
     with db.engine.begin() as conn:
         if conn.dialect.name == "mysql":
-            conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
-        for table in tables:
-            conn.execute(table.delete())
-        if conn.dialect.name == "mysql":
-            conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
+            names = (
+                conn.exec_driver_sql(
+                    "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = DATABASE()"
+                )
+                .scalars()
+                .all()
+            )
+            saved = [(name, conn.exec_driver_sql(f"SHOW CREATE TRIGGER `{name}`").one()[2]) for name in names]
+        else:
+            saved = [
+                tuple(row) for row in conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+            ]
+        for name, _sql in saved:
+            conn.exec_driver_sql(f"DROP TRIGGER {name}")
+    try:
+        yield
+    finally:
+        db.session.commit()
+        with db.engine.begin() as conn:
+            for _name, sql in saved:
+                conn.exec_driver_sql(sql)
 
 
 @pytest.fixture
@@ -119,8 +164,10 @@ def org(app: Flask) -> dict:
         "sh01_manager": org_service.create_staff("sh01m", "store_manager", "password-1", store_code="sh01"),
         "sh01_clerk": org_service.create_staff("sh01c", "clerk", "password-1", store_code="sh01"),
     }
-    return {"stores": {"sh01": sh01.id, "sh02": sh02.id, "bj01": bj01.id},
-            "staff": {name: s.id for name, s in staff.items()}}
+    return {
+        "stores": {"sh01": sh01.id, "sh02": sh02.id, "bj01": bj01.id},
+        "staff": {name: s.id for name, s in staff.items()},
+    }
 
 
 @pytest.fixture

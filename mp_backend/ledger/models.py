@@ -4,14 +4,19 @@ A wallet has three columns: ``principal_fen`` (paid-in money), ``bonus_fen`` (gi
 ``held_fen`` (money frozen by open holds, already taken out of principal and bonus). The member's
 available balance is principal + bonus. Every change to a wallet is exactly one ``ledger_entry`` row,
 written in the same transaction, carrying the delta of each column and each column's value after it.
-Rows are never updated or deleted.
+Rows are never updated or deleted: triggers in the schema refuse both (see the migration
+``b7e1c2d4a9f0``), so append-only is a rule of the database, not a convention of this code.
+
+``payment_refundable`` is the one mutable companion: per refunded payment, what it took and what its
+refunds gave back so far, guarded by CHECK constraints and a guarded UPDATE, so that no isolation level
+or race lets refunds exceed the payment.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -26,6 +31,9 @@ class Wallet(db.Model):  # type: ignore[name-defined]
     principal_fen: Mapped[int] = mapped_column(BigId, default=0)
     bonus_fen: Mapped[int] = mapped_column(BigId, default=0)
     held_fen: Mapped[int] = mapped_column(BigId, default=0)
+    # What the ledger must know about the member: a frozen or lost card takes no new money and pays
+    # nothing (captures, voids, refunds and withdrawals still settle). Set by the members service.
+    frozen: Mapped[bool] = mapped_column(default=False, server_default=text("0"))
     created_at: Mapped[datetime] = created_at_column()
     __table_args__ = (
         CheckConstraint("principal_fen >= 0", name="principal_non_negative"),
@@ -71,4 +79,31 @@ class LedgerEntry(db.Model):  # type: ignore[name-defined]
         Index("ix_ledger_entry_related_entry_id", "related_entry_id"),
         Index("ix_ledger_entry_reference", "reference"),
         Index("ix_ledger_entry_created_at", "created_at"),
+    )
+
+
+class PaymentRefundable(db.Model):  # type: ignore[name-defined]
+    """What a payment (debit or capture) took per bucket and what its refunds gave back so far.
+
+    Created by the first refund of a payment. Every refund raises ``refunded_*`` with a guarded UPDATE
+    (``WHERE refunded + x <= taken``) backed by CHECK constraints: the database itself refuses a refund
+    beyond the payment, whatever the isolation level or the race.
+    """
+
+    __tablename__ = "payment_refundable"
+    payment_entry_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("ledger_entry.id"), primary_key=True, autoincrement=False
+    )
+    member_id: Mapped[int] = mapped_column(ForeignKey("wallet.member_id"), index=True)
+    taken_principal_fen: Mapped[int] = mapped_column(BigId)
+    taken_bonus_fen: Mapped[int] = mapped_column(BigId)
+    refunded_principal_fen: Mapped[int] = mapped_column(BigId, default=0)
+    refunded_bonus_fen: Mapped[int] = mapped_column(BigId, default=0)
+    __table_args__ = (
+        CheckConstraint("taken_principal_fen >= 0 AND taken_bonus_fen >= 0", name="taken_non_negative"),
+        CheckConstraint("refunded_principal_fen >= 0 AND refunded_bonus_fen >= 0", name="refunded_non_negative"),
+        CheckConstraint(
+            "refunded_principal_fen <= taken_principal_fen AND refunded_bonus_fen <= taken_bonus_fen",
+            name="refunded_within_taken",
+        ),
     )

@@ -1,21 +1,29 @@
 """The ledger service: the only code that changes a wallet.
 
-Every operation is one ledger row plus one guarded UPDATE of the wallet, in one transaction:
+Every operation is one ledger row plus one UPDATE of the wallet, in one transaction:
 
 1. lock the wallet row (``SELECT ... FOR UPDATE``; SQLite transactions begin IMMEDIATE instead), which
    serialises everything that touches one wallet and nothing else;
 2. decide the deltas per bucket from the locked values (the spending policy needs them);
 3. ``INSERT`` the ledger row, whose ``idempotency_key`` is UNIQUE;
-4. ``UPDATE wallet SET bucket = bucket + delta`` with a guard that no bucket goes negative (the
-   named CHECK constraints back it up).
+4. ``UPDATE wallet SET bucket = bucket + delta``; named CHECK constraints refuse a negative bucket.
 
-The hot path is these three lean Core statements on the session's connection, no ORM objects
-(``shared/PERF.md``: the ORM unit of work costs more CPU than the database's own commit).
+The hot path issues these statements on the transaction's own driver cursor, pre-rendered once per
+dialect, with SQLAlchemy's error translation kept (``DBAPIError.instance``: a duplicate key is an
+``IntegrityError``, a deadlock an ``OperationalError`` that ``transactional`` retries). SQLAlchemy's
+execution layer cost more CPU per debit than the database's own commit (``shared/PERF.md``); the ORM
+is used everywhere else.
 
 Idempotency: every call carries a key. A second call with the same key and the same request returns
 the first result (``replayed=True``) and changes nothing; with a different request it is refused with
 ``idempotency_conflict``. The UNIQUE key decides races: the loser's INSERT fails, its transaction is
-rolled back, and it answers with the winner's row.
+rolled back, and it answers with the winner's row. Inside a larger service call (a recharge, an
+order: ``in_transaction()``), the key is looked up first, and a lost race restarts the whole call
+(``RetryTransaction``), which then finds the winner's row.
+
+The ledger sits at the bottom: it imports no other domain. Permissions and audit rows are the
+caller's, in the caller's transaction; what it must know about a member lives on the wallet
+(``frozen``).
 """
 
 from __future__ import annotations
@@ -27,8 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Dialect
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..errors import (
     AppError,
@@ -42,50 +50,141 @@ from ..errors import (
     ValidationFailed,
 )
 from ..extensions import db
-from ..members.models import Member
 from ..models_base import utcnow
-from ..org.service import audit, require_permission
-from ..transaction import in_transaction, transactional
-from .models import LedgerEntry, Wallet
+from ..transaction import RetryTransaction, in_transaction, transactional
+from .models import ENTRY_KINDS
 from .policy import split_refund, split_spend
 
 # One operation moves at most 1,000,000 yuan: anything above is a typo or an attack, never a sale.
 MAX_AMOUNT_FEN = 100_000_000
 MAX_KEY_LENGTH = 128
+MAX_OPERATOR_LENGTH = 64
+MAX_REFERENCE_LENGTH = 64
+MAX_NOTE_LENGTH = 255
+# The columns' ranges: member.id and store.id are INT, ledger_entry.id is BIGINT (signed).
+MAX_MEMBER_ID = MAX_STORE_ID = 2**31 - 1
+MAX_ENTRY_ID = 2**63 - 1
 
-wallet_t = Wallet.__table__
-entry_t = LedgerEntry.__table__
-member_t = Member.__table__
-
-_LOCK_WALLET = (
-    select(wallet_t.c.principal_fen, wallet_t.c.bonus_fen, wallet_t.c.held_fen, member_t.c.status)
-    .join(member_t, member_t.c.id == wallet_t.c.member_id)
-    .where(wallet_t.c.member_id == bindparam("member_id"))
-    .with_for_update()
+# Kinds addressed by the member; the others (capture, void, refund, reversal) by the entry they settle.
+MEMBER_KINDS = frozenset(("credit", "debit", "hold", "withdrawal"))
+ENTRY_COLUMNS = (
+    "id",
+    "member_id",
+    "kind",
+    "amount_fen",
+    "principal_delta_fen",
+    "bonus_delta_fen",
+    "held_delta_fen",
+    "principal_after_fen",
+    "bonus_after_fen",
+    "held_after_fen",
+    "related_entry_id",
+    "closes_entry_id",
+    "request_hash",
 )
-_ENTRY_BY_ID = select(entry_t).where(entry_t.c.id == bindparam("entry_id"))
-_ENTRY_BY_KEY = select(entry_t).where(entry_t.c.idempotency_key == bindparam("key"))
-_CLOSER_OF = select(entry_t.c.kind).where(entry_t.c.closes_entry_id == bindparam("entry_id"))
-_REFUNDED = select(
-    func.coalesce(func.sum(entry_t.c.principal_delta_fen), 0), func.coalesce(func.sum(entry_t.c.bonus_delta_fen), 0)
-).where(entry_t.c.related_entry_id == bindparam("entry_id"), entry_t.c.kind == "refund")
-_INSERT_ENTRY = insert(entry_t)
-_APPLY_DELTAS = (
-    update(wallet_t)
-    .where(
-        and_(
-            wallet_t.c.member_id == bindparam("m_id"),
-            wallet_t.c.principal_fen + bindparam("dp") >= 0,
-            wallet_t.c.bonus_fen + bindparam("db") >= 0,
-            wallet_t.c.held_fen + bindparam("dh") >= 0,
+_INSERT_COLUMNS = (
+    "member_id, kind, amount_fen, principal_delta_fen, bonus_delta_fen, held_delta_fen, principal_after_fen, "
+    "bonus_after_fen, held_after_fen, related_entry_id, closes_entry_id, store_id, operator, reference, "
+    "idempotency_key, request_hash, note, created_at"
+)
+
+
+class _Statements:
+    """The ledger's SQL, rendered once per dialect in its driver's parameter style."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        sqlite = dialect.name == "sqlite"
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        lock = "" if sqlite else " FOR UPDATE"
+        entry = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM ledger_entry"
+
+        def sql(text: str) -> str:
+            return text.replace("?", mark)
+
+        self.sqlite = sqlite
+        self.lock_wallet = sql(
+            f"SELECT principal_fen, bonus_fen, held_fen, frozen FROM wallet WHERE member_id = ?{lock}"
         )
-    )
-    .values(
-        principal_fen=wallet_t.c.principal_fen + bindparam("dp"),
-        bonus_fen=wallet_t.c.bonus_fen + bindparam("db"),
-        held_fen=wallet_t.c.held_fen + bindparam("dh"),
-    )
-)
+        self.entry_by_id = sql(f"{entry} WHERE id = ?")
+        self.entry_by_key = sql(f"{entry} WHERE idempotency_key = ?")
+        self.closer_of = sql("SELECT kind FROM ledger_entry WHERE closes_entry_id = ?")
+        self.insert_entry = sql(f"INSERT INTO ledger_entry ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 18)})")
+        self.apply_deltas = sql(
+            "UPDATE wallet SET principal_fen = principal_fen + ?, bonus_fen = bonus_fen + ?, held_fen = held_fen + ? "
+            "WHERE member_id = ?"
+        )
+        self.lock_refundable = sql(
+            "SELECT taken_principal_fen, taken_bonus_fen, refunded_principal_fen, refunded_bonus_fen "
+            f"FROM payment_refundable WHERE payment_entry_id = ?{lock}"
+        )
+        self.insert_refundable = sql(
+            "INSERT INTO payment_refundable (payment_entry_id, member_id, taken_principal_fen, taken_bonus_fen, "
+            "refunded_principal_fen, refunded_bonus_fen) VALUES (?, ?, ?, ?, 0, 0)"
+        )
+        # The guard: the database, not this process's arithmetic, decides whether the refund still fits.
+        self.take_refundable = sql(
+            "UPDATE payment_refundable SET refunded_principal_fen = refunded_principal_fen + ?, "
+            "refunded_bonus_fen = refunded_bonus_fen + ? WHERE payment_entry_id = ? "
+            "AND refunded_principal_fen + ? <= taken_principal_fen AND refunded_bonus_fen + ? <= taken_bonus_fen"
+        )
+        self.open_wallet = sql(
+            "INSERT INTO wallet (member_id, principal_fen, bonus_fen, held_fen, frozen, created_at) "
+            "VALUES (?, 0, 0, 0, 0, ?)"
+        )
+        self.set_frozen = sql("UPDATE wallet SET frozen = ? WHERE member_id = ?")
+        self.balance = sql("SELECT principal_fen, bonus_fen, held_fen FROM wallet WHERE member_id = ?")
+
+
+_statements: dict[str, _Statements] = {}
+
+
+class _Tx:
+    """The current transaction's driver cursor: statements go straight to the driver, errors come back
+    translated by SQLAlchemy exactly as if SQLAlchemy had issued them."""
+
+    __slots__ = ("conn", "cur", "sql", "error_class")
+
+    def __init__(self) -> None:
+        conn: Connection = db.session.connection()
+        dialect = conn.dialect
+        self.conn = conn
+        self.cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        sql = _statements.get(dialect.name)
+        if sql is None:
+            sql = _statements[dialect.name] = _Statements(dialect)
+        self.sql = sql
+        self.error_class = dialect.loaded_dbapi.Error
+
+    def run(self, statement: str, params: tuple[Any, ...]) -> Any:
+        try:
+            self.cur.execute(statement, params)
+        except self.error_class as error:
+            raise self._translate(statement, params, error) from None
+        return self.cur
+
+    def one(self, statement: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        return self.run(statement, params).fetchone()  # type: ignore[no-any-return]
+
+    def timestamp(self) -> Any:
+        now = utcnow()
+        # SQLAlchemy's own storage format for SQLite DateTime; the MySQL driver takes the datetime.
+        return now.strftime("%Y-%m-%d %H:%M:%S.%f") if self.sql.sqlite else now
+
+    def _translate(self, statement: str, params: tuple[Any, ...], error: Exception) -> BaseException:
+        dialect = self.conn.dialect
+        dbapi_connection = self.conn.connection.dbapi_connection
+        invalidated = dialect.is_disconnect(error, dbapi_connection, self.cur)  # type: ignore[arg-type]
+        if invalidated:
+            self.conn.invalidate(error)
+        return DBAPIError.instance(
+            statement,
+            params,
+            error,
+            self.error_class,
+            hide_parameters=True,
+            connection_invalidated=invalidated,
+            dialect=dialect,
+        )
 
 
 @dataclass(frozen=True)
@@ -122,8 +221,7 @@ class Posting:
     replayed: bool = False
 
     @classmethod
-    def from_row(cls, row: Any, replayed: bool = False) -> Posting:
-        m = row._mapping
+    def from_row(cls, m: dict[str, Any], replayed: bool = False) -> Posting:
         return cls(
             entry_id=m["id"],
             member_id=m["member_id"],
@@ -149,7 +247,6 @@ class _Request:
     store_id: int | None = None
     reference: str | None = None
     note: str = ""
-    staff_id: int | None = None
 
     def fingerprint(self) -> str:
         # The note is for people and may be reworded on a retry; everything else defines the request.
@@ -194,7 +291,7 @@ def credit(
     note: str = "",
 ) -> Posting:
     """Add money to one bucket (``principal`` for paid-in money, ``bonus`` for gifts)."""
-    if bucket not in ("principal", "bonus"):
+    if not isinstance(bucket, str) or bucket not in ("principal", "bonus"):
         raise ValidationFailed("bucket 只能是 principal 或 bonus", code="invalid_bucket")
     request = _Request(
         "credit", key, operator, amount_fen, member_id, bucket=bucket, store_id=store_id, reference=reference, note=note
@@ -282,7 +379,7 @@ def refund(
     reference: str | None = None,
     note: str = "",
 ) -> Posting:
-    """Give back part or all of a debit or capture, to the buckets it took, never more than it took."""
+    """Give back part or all of a debit or capture, to the buckets it took, pro rata, never more than it took."""
     request = _Request(
         "refund",
         key,
@@ -296,105 +393,158 @@ def refund(
     return _execute(request, _plan_refund)
 
 
-def withdraw_offline(
+def withdraw(
     member_id: int,
     amount_fen: int,
     *,
     key: str,
-    staff_id: int,
+    operator: str,
     reason: str,
     store_id: int | None = None,
     reference: str | None = None,
 ) -> Posting:
-    """Record principal handed back to the member outside the system. Bonus is never paid out."""
-    if not reason or not reason.strip():
-        raise ValidationFailed("请填写退款原因", code="reason_required")
-    require_permission(staff_id, "withdraw_offline", store_id)
+    """Record principal handed back to the member outside the system. Bonus is never paid out.
+
+    The caller checks the permission and writes the audit row (``members.service.withdraw_offline``)."""
     request = _Request(
         "withdrawal",
         key,
-        f"staff:{staff_id}",
+        operator,
         amount_fen,
         member_id,
         store_id=store_id,
         reference=reference,
-        note=reason.strip()[:255],
-        staff_id=staff_id,
+        note=_reason(reason, "请填写退还本金的原因"),
     )
     return _execute(request, _plan_withdrawal)
 
 
-def reverse(credit_entry_id: int, *, key: str, staff_id: int, reason: str, store_id: int | None = None) -> Posting:
+def reverse(credit_entry_id: int, *, key: str, operator: str, reason: str, store_id: int | None = None) -> Posting:
     """Correct a mistaken credit with a reversing row (only while its money is still in the wallet)."""
-    if not reason or not reason.strip():
-        raise ValidationFailed("请填写冲正原因", code="reason_required")
-    require_permission(staff_id, "reverse_entry", store_id)
     request = _Request(
         "reversal",
         key,
-        f"staff:{staff_id}",
+        operator,
         target_entry_id=credit_entry_id,
         store_id=store_id,
-        note=reason.strip()[:255],
-        staff_id=staff_id,
+        note=_reason(reason, "请填写冲正原因"),
     )
     return _execute(request, _plan_reversal, amount_optional=True)
 
 
 def open_wallet(member_id: int) -> None:
     """Create the (empty) wallet of a new member, in the caller's transaction."""
-    db.session.connection().execute(
-        insert(wallet_t).values(member_id=member_id, principal_fen=0, bonus_fen=0, held_fen=0, created_at=utcnow())
-    )
+    tx = _Tx()
+    tx.run(tx.sql.open_wallet, (_member_id(member_id), tx.timestamp()))
+
+
+def set_frozen(member_id: int, frozen: bool) -> None:
+    """Stop (or allow again) new money and payments for a frozen or lost card, in the caller's transaction."""
+    tx = _Tx()
+    if tx.run(tx.sql.set_frozen, (1 if frozen else 0, _member_id(member_id))).rowcount != 1:
+        raise MemberNotFound()
 
 
 def get_balance(member_id: int) -> Balance:
-    row = db.session.execute(
-        select(wallet_t.c.principal_fen, wallet_t.c.bonus_fen, wallet_t.c.held_fen).where(
-            wallet_t.c.member_id == member_id
-        )
-    ).first()
+    tx = _Tx()
+    row = tx.one(tx.sql.balance, (_member_id(member_id),))
     if row is None:
         raise MemberNotFound()
     return Balance(*row)
 
 
 def find_entry(entry_id: int) -> Posting:
-    row = db.session.execute(_ENTRY_BY_ID, {"entry_id": entry_id}).first()
+    tx = _Tx()
+    row = tx.one(tx.sql.entry_by_id, (_entry_id(entry_id, "entry_not_found", "流水不存在"),))
     if row is None:
         raise NotFound("流水不存在", code="entry_not_found")
-    return Posting.from_row(row)
+    return Posting.from_row(dict(zip(ENTRY_COLUMNS, row, strict=True)))
+
+
+def is_duplicate_key(error: IntegrityError) -> bool:
+    """A UNIQUE idempotency key refused a second row: the request (or a racing copy) already happened."""
+    return "idempotency_key" in str(error.orig)
 
 
 # ---------------------------------------------------------------------------------------------------
 # The one way a request becomes a row
 
 
-Planner = Callable[[Connection, _Request], _Plan]
+Planner = Callable[[_Tx, _Request], _Plan]
 
 
 def _execute(request: _Request, plan: Planner, amount_optional: bool = False) -> Posting:
     _validate(request, amount_optional)
     if in_transaction():
-        # Part of a larger service call (a recharge, an order): that call owns the transaction and
-        # its own idempotency; a duplicate key here fails the whole call, which is what it should do.
-        return _apply(request, plan)
+        # Part of a larger service call (a recharge, an order) that owns the transaction.
+        tx = _Tx()
+        row = tx.one(tx.sql.entry_by_key, (request.key,))
+        if row is not None:
+            return _replay(row, request)
+        try:
+            return _apply(request, plan)
+        except IntegrityError as error:
+            if is_duplicate_key(error):  # a racing copy committed first: run the whole call again
+                raise RetryTransaction() from error
+            raise
     try:
-        return transactional(_apply)(request, plan)
+        return _apply_in_transaction(request, plan)
     except (AppError, IntegrityError) as error:
         # A retry of a request that already took effect: answer with the first result. This is also
         # how the loser of a race on one key ends up, and how a retried debit that would now find the
         # balance too low still gets its original success.
-        row = db.session.execute(_ENTRY_BY_KEY, {"key": request.key}).first()
+        tx = _Tx()
+        row = tx.one(tx.sql.entry_by_key, (request.key,))
         db.session.rollback()
-        if row is None and isinstance(error, IntegrityError) and _is_foreign_key_error(error):
-            # The only reference a caller passes in unchecked is the store: the database refuses it.
-            raise NotFound("门店不存在", code="store_not_found") from error
         if row is None:
             raise
-        if row._mapping["request_hash"] != request.fingerprint():
-            raise IdempotencyConflict() from error
-        return Posting.from_row(row, replayed=True)
+        return _replay(row, request, error)
+
+
+def _replay(row: tuple[Any, ...], request: _Request, error: BaseException | None = None) -> Posting:
+    first = dict(zip(ENTRY_COLUMNS, row, strict=True))
+    if first["request_hash"] != request.fingerprint():
+        raise IdempotencyConflict() from error
+    return Posting.from_row(first, replayed=True)
+
+
+def _apply(request: _Request, plan: Planner) -> Posting:
+    tx = _Tx()
+    p = plan(tx, request)
+    after = Balance(p.before.principal_fen + p.dp, p.before.bonus_fen + p.db, p.before.held_fen + p.dh)
+    params = (
+        p.member_id,
+        request.kind,
+        p.amount_fen,
+        p.dp,
+        p.db,
+        p.dh,
+        after.principal_fen,
+        after.bonus_fen,
+        after.held_fen,
+        p.related_entry_id,
+        p.closes_entry_id,
+        request.store_id,
+        request.operator,
+        request.reference,
+        request.key,
+        request.fingerprint(),
+        request.note[:MAX_NOTE_LENGTH],  # a note is for people: keep what fits the column
+        tx.timestamp(),
+    )
+    try:
+        entry_id = tx.run(tx.sql.insert_entry, params).lastrowid
+    except IntegrityError as error:
+        if _is_foreign_key_error(error):
+            # The only reference a caller passes in unchecked is the store: the database refuses it.
+            raise NotFound("门店不存在", code="store_not_found") from error
+        raise
+    if tx.run(tx.sql.apply_deltas, (p.dp, p.db, p.dh, p.member_id)).rowcount != 1:
+        raise MemberNotFound()  # we hold its row lock: only a wallet that vanished gets here
+    return Posting(entry_id, p.member_id, request.kind, p.amount_fen, p.dp, p.db, p.dh, after)
+
+
+_apply_in_transaction = transactional(_apply)
 
 
 def _is_foreign_key_error(error: IntegrityError) -> bool:
@@ -402,91 +552,110 @@ def _is_foreign_key_error(error: IntegrityError) -> bool:
     return (bool(args) and args[0] == 1452) or "FOREIGN KEY" in str(error.orig)
 
 
-def _apply(request: _Request, plan: Planner) -> Posting:
-    conn = db.session.connection()
-    p = plan(conn, request)
-    after = Balance(p.before.principal_fen + p.dp, p.before.bonus_fen + p.db, p.before.held_fen + p.dh)
-    result = conn.execute(
-        _INSERT_ENTRY,
-        {
-            "member_id": p.member_id,
-            "kind": request.kind,
-            "amount_fen": p.amount_fen,
-            "principal_delta_fen": p.dp,
-            "bonus_delta_fen": p.db,
-            "held_delta_fen": p.dh,
-            "principal_after_fen": after.principal_fen,
-            "bonus_after_fen": after.bonus_fen,
-            "held_after_fen": after.held_fen,
-            "related_entry_id": p.related_entry_id,
-            "closes_entry_id": p.closes_entry_id,
-            "store_id": request.store_id,
-            "operator": request.operator,
-            "reference": request.reference,
-            "idempotency_key": request.key,
-            "request_hash": request.fingerprint(),
-            "note": (request.note or "")[:255],
-            "created_at": utcnow(),
-        },
-    )
-    updated = conn.execute(_APPLY_DELTAS, {"m_id": p.member_id, "dp": p.dp, "db": p.db, "dh": p.dh})
-    if updated.rowcount != 1:  # impossible while we hold the row lock; refuse rather than guess
-        raise Conflict("余额已变化，请重试", code="balance_changed")
-    return Posting(result.inserted_primary_key[0], p.member_id, request.kind, p.amount_fen, p.dp, p.db, p.dh, after)
+# ---------------------------------------------------------------------------------------------------
+# Input at the boundary: every id, amount and text is checked before anything is read or written
 
 
 def _validate(request: _Request, amount_optional: bool) -> None:
     key = request.key
-    if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LENGTH:
+    if not _is_text(key, MAX_KEY_LENGTH) or not key.strip():
         raise ValidationFailed("请求号（幂等键）必须是 1-128 个字符", code="invalid_idempotency_key")
-    if not isinstance(request.operator, str) or not request.operator or len(request.operator) > 64:
-        raise ValidationFailed("缺少操作人", code="invalid_operator")
-    if request.reference is not None and (not isinstance(request.reference, str) or len(request.reference) > 64):
+    if not _is_text(request.operator, MAX_OPERATOR_LENGTH) or not request.operator:
+        raise ValidationFailed("缺少操作人（最长 64 个字符）", code="invalid_operator")
+    if request.reference is not None and not _is_text(request.reference, MAX_REFERENCE_LENGTH):
         raise ValidationFailed("单号最长 64 个字符", code="invalid_reference")
+    if not _is_text(request.note, None):
+        raise ValidationFailed("备注必须是文字", code="invalid_note")
+    if request.kind in MEMBER_KINDS:
+        _member_id(request.member_id)
+    if request.store_id is not None:
+        _store_id(request.store_id)
     amount = request.amount_fen
     if amount is None and amount_optional:
         return
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0 or amount > MAX_AMOUNT_FEN:
+    if type(amount) is not int or amount <= 0 or amount > MAX_AMOUNT_FEN:
         raise InvalidAmount(details={"max_fen": MAX_AMOUNT_FEN})
 
 
-def _lock(conn: Connection, member_id: int | None) -> tuple[Balance, str]:
-    row = conn.execute(_LOCK_WALLET, {"member_id": member_id}).first()
-    if row is None:
+def _is_text(value: object, max_length: int | None) -> bool:
+    if type(value) is not str or (max_length is not None and len(value) > max_length):
+        return False
+    try:
+        value.encode("utf-8")  # a lone surrogate cannot be stored
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _reason(reason: object, missing: str) -> str:
+    if not _is_text(reason, None) or not reason.strip():  # type: ignore[union-attr]
+        raise ValidationFailed(missing, code="reason_required")
+    return reason.strip()[:MAX_NOTE_LENGTH]  # type: ignore[union-attr]
+
+
+def _member_id(value: object) -> int:
+    if type(value) is not int:
+        raise ValidationFailed("会员编号必须是整数", code="invalid_member_id")
+    if not 1 <= value <= MAX_MEMBER_ID:
         raise MemberNotFound()
-    return Balance(row[0], row[1], row[2]), row[3]
+    return value
 
 
-def _require_active(status: str) -> None:
-    if status != "active":
-        raise MemberFrozen()
+def _store_id(value: object) -> int:
+    if type(value) is not int:
+        raise ValidationFailed("门店编号必须是整数", code="invalid_store_id")
+    if not 1 <= value <= MAX_STORE_ID:
+        raise NotFound("门店不存在", code="store_not_found")
+    return value
 
 
-def _load_entry(conn: Connection, entry_id: int | None, kinds: tuple[str, ...], code: str, message: str) -> Any:
-    valid_id = isinstance(entry_id, int) and not isinstance(entry_id, bool)  # True is not entry 1
-    row = conn.execute(_ENTRY_BY_ID, {"entry_id": entry_id}).first() if valid_id else None
-    if row is None or row._mapping["kind"] not in kinds:
+def _entry_id(value: object, code: str, message: str) -> int:
+    if type(value) is not int:
+        raise ValidationFailed("流水编号必须是整数", code="invalid_entry_id")
+    if not 1 <= value <= MAX_ENTRY_ID:
         raise NotFound(message, code=code)
-    return row._mapping
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------
 # Plans: from the locked wallet to the deltas, or a refusal
 
 
-def _plan_credit(conn: Connection, r: _Request) -> _Plan:
-    before, status = _lock(conn, r.member_id)
-    _require_active(status)
+def _lock(tx: _Tx, member_id: int) -> tuple[Balance, bool]:
+    row = tx.one(tx.sql.lock_wallet, (member_id,))
+    if row is None:
+        raise MemberNotFound()
+    return Balance(row[0], row[1], row[2]), bool(row[3])
+
+
+def _lock_active(tx: _Tx, member_id: int) -> Balance:
+    before, frozen = _lock(tx, member_id)
+    if frozen:
+        raise MemberFrozen()
+    return before
+
+
+def _load_entry(tx: _Tx, entry_id: int | None, kinds: tuple[str, ...], code: str, message: str) -> dict[str, Any]:
+    row = tx.one(tx.sql.entry_by_id, (_entry_id(entry_id, code, message),))
+    if row is None:
+        raise NotFound(message, code=code)
+    entry = dict(zip(ENTRY_COLUMNS, row, strict=True))
+    if entry["kind"] not in kinds:
+        raise NotFound(message, code=code)
+    return entry
+
+
+def _plan_credit(tx: _Tx, r: _Request) -> _Plan:
     assert r.member_id is not None and r.amount_fen is not None
+    before = _lock_active(tx, r.member_id)
     if r.bucket == "bonus":
         return _Plan(r.member_id, r.amount_fen, 0, r.amount_fen, 0, before)
     return _Plan(r.member_id, r.amount_fen, r.amount_fen, 0, 0, before)
 
 
-def _plan_spend(conn: Connection, r: _Request) -> _Plan:
-    before, status = _lock(conn, r.member_id)
-    _require_active(status)
+def _plan_spend(tx: _Tx, r: _Request) -> _Plan:
     assert r.member_id is not None and r.amount_fen is not None
+    before = _lock_active(tx, r.member_id)
     if r.amount_fen > before.available_fen:
         raise InsufficientBalance(details={"available_fen": before.available_fen})
     from_principal, from_bonus = split_spend(
@@ -496,10 +665,10 @@ def _plan_spend(conn: Connection, r: _Request) -> _Plan:
     return _Plan(r.member_id, r.amount_fen, -from_principal, -from_bonus, held, before)
 
 
-def _plan_capture(conn: Connection, r: _Request) -> _Plan:
-    held = _load_entry(conn, r.target_entry_id, ("hold",), "hold_not_found", "预授权（冻结）记录不存在")
-    before, _status = _lock(conn, held["member_id"])
-    closer = conn.execute(_CLOSER_OF, {"entry_id": held["id"]}).first()
+def _plan_capture(tx: _Tx, r: _Request) -> _Plan:
+    held = _load_entry(tx, r.target_entry_id, ("hold",), "hold_not_found", "预授权（冻结）记录不存在")
+    before, _frozen = _lock(tx, held["member_id"])
+    closer = tx.one(tx.sql.closer_of, (held["id"],))
     if closer is not None:
         done = "已扣款" if closer[0] == "capture" else "已撤销"
         raise Conflict(f"该冻结已处理（{done}）", code="hold_already_settled", details={"settled_by": closer[0]})
@@ -526,48 +695,61 @@ def _plan_capture(conn: Connection, r: _Request) -> _Plan:
     )
 
 
-def _plan_refund(conn: Connection, r: _Request) -> _Plan:
-    paid = _load_entry(conn, r.target_entry_id, ("debit", "capture"), "payment_not_found", "原支付记录不存在")
-    before, _status = _lock(conn, paid["member_id"])
-    taken_principal, taken_bonus = -paid["principal_delta_fen"], -paid["bonus_delta_fen"]
-    if paid["kind"] == "capture":
-        # A capture's own deltas are what it released; what it took is the hold minus that.
-        hold_row = conn.execute(_ENTRY_BY_ID, {"entry_id": paid["related_entry_id"]}).first()
-        assert hold_row is not None
-        taken_principal = -hold_row._mapping["principal_delta_fen"] - paid["principal_delta_fen"]
-        taken_bonus = -hold_row._mapping["bonus_delta_fen"] - paid["bonus_delta_fen"]
-    refunded_principal, refunded_bonus = conn.execute(_REFUNDED, {"entry_id": paid["id"]}).one()
-    refundable_principal = taken_principal - int(refunded_principal)
-    refundable_bonus = taken_bonus - int(refunded_bonus)
+def _plan_refund(tx: _Tx, r: _Request) -> _Plan:
     assert r.amount_fen is not None
-    if r.amount_fen > refundable_principal + refundable_bonus:
-        raise Conflict(
-            "退款金额超过可退金额",
-            code="refund_exceeds_payment",
-            details={"refundable_fen": refundable_principal + refundable_bonus},
-        )
-    to_principal, to_bonus = split_refund(r.amount_fen, refundable_principal, refundable_bonus)
+    paid = _load_entry(tx, r.target_entry_id, ("debit", "capture"), "payment_not_found", "原支付记录不存在")
+    before, _frozen = _lock(tx, paid["member_id"])
+    # Locking reads see the latest committed refunds at any isolation level.
+    row = tx.one(tx.sql.lock_refundable, (paid["id"],))
+    if row is None:
+        taken_principal, taken_bonus = _taken_by(tx, paid)
+        tx.run(tx.sql.insert_refundable, (paid["id"], paid["member_id"], taken_principal, taken_bonus))
+        refunded_principal = refunded_bonus = 0
+    else:
+        taken_principal, taken_bonus, refunded_principal, refunded_bonus = row
+    refundable = taken_principal + taken_bonus - refunded_principal - refunded_bonus
+    if r.amount_fen > refundable:
+        raise Conflict("退款金额超过可退金额", code="refund_exceeds_payment", details={"refundable_fen": refundable})
+    to_principal, to_bonus = split_refund(
+        r.amount_fen, taken_principal, taken_bonus, refunded_principal, refunded_bonus
+    )
+    guard = (to_principal, to_bonus, paid["id"], to_principal, to_bonus)
+    if tx.run(tx.sql.take_refundable, guard).rowcount != 1:
+        raise Conflict("退款金额超过可退金额", code="refund_exceeds_payment", details={"refundable_fen": refundable})
     return _Plan(paid["member_id"], r.amount_fen, to_principal, to_bonus, 0, before, related_entry_id=paid["id"])
 
 
-def _plan_withdrawal(conn: Connection, r: _Request) -> _Plan:
+def _taken_by(tx: _Tx, paid: dict[str, Any]) -> tuple[int, int]:
+    """What a payment took from (principal, bonus): a debit its deltas, a capture its hold less what it released."""
+    if paid["kind"] == "debit":
+        return -paid["principal_delta_fen"], -paid["bonus_delta_fen"]
+    hold_row = tx.one(tx.sql.entry_by_id, (paid["related_entry_id"],))
+    assert hold_row is not None
+    held = dict(zip(ENTRY_COLUMNS, hold_row, strict=True))
+    return (
+        -held["principal_delta_fen"] - paid["principal_delta_fen"],
+        -held["bonus_delta_fen"] - paid["bonus_delta_fen"],
+    )
+
+
+def _plan_withdrawal(tx: _Tx, r: _Request) -> _Plan:
     assert r.member_id is not None and r.amount_fen is not None
-    before, _status = _lock(conn, r.member_id)
+    before, _frozen = _lock(tx, r.member_id)
     if r.amount_fen > before.principal_fen:
         raise InsufficientBalance("可退本金不足（赠送金额不可提现）", details={"principal_fen": before.principal_fen})
-    audit(r.staff_id, "withdraw_offline", f"member:{r.member_id}", f"{r.amount_fen} fen: {r.note}")
     return _Plan(r.member_id, r.amount_fen, -r.amount_fen, 0, 0, before)
 
 
-def _plan_reversal(conn: Connection, r: _Request) -> _Plan:
-    original = _load_entry(conn, r.target_entry_id, ("credit",), "entry_not_reversible", "只能冲正充值（入账）记录")
-    before, _status = _lock(conn, original["member_id"])
-    if conn.execute(_CLOSER_OF, {"entry_id": original["id"]}).first() is not None:
+def _plan_reversal(tx: _Tx, r: _Request) -> _Plan:
+    original = _load_entry(tx, r.target_entry_id, ENTRY_KINDS, "entry_not_found", "流水不存在")
+    if original["kind"] != "credit":
+        raise Conflict("只能冲正充值（入账）记录", code="entry_not_reversible")
+    before, _frozen = _lock(tx, original["member_id"])
+    if tx.one(tx.sql.closer_of, (original["id"],)) is not None:
         raise Conflict("该记录已冲正", code="already_reversed")
     dp, dbonus = -original["principal_delta_fen"], -original["bonus_delta_fen"]
     if before.principal_fen + dp < 0 or before.bonus_fen + dbonus < 0:
         raise InsufficientBalance("该笔充值已被使用，余额不足以冲正")
-    audit(r.staff_id, "reverse_entry", f"entry:{original['id']}", r.note)
     return _Plan(
         original["member_id"],
         original["amount_fen"],

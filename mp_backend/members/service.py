@@ -117,7 +117,47 @@ def set_status(member_id: int, status: str, *, staff_id: int, reason: str, store
         raise MemberNotFound()
     audit(staff_id, f"member_{status}", f"member:{member_id}", reason)
     member.status = status
+    ledger.set_frozen(member_id, status != "active")
     return member
+
+
+@transactional
+def withdraw_offline(
+    member_id: int,
+    amount_fen: int,
+    *,
+    key: str,
+    staff_id: int,
+    reason: str,
+    store_id: int | None = None,
+    reference: str | None = None,
+) -> ledger.Posting:
+    """Record principal handed back outside the system: permission, ledger row and audit row, one transaction."""
+    require_permission(staff_id, "withdraw_offline", store_id)
+    posting = ledger.withdraw(
+        member_id,
+        amount_fen,
+        key=key,
+        operator=f"staff:{staff_id}",
+        reason=reason,
+        store_id=store_id,
+        reference=reference,
+    )
+    if not posting.replayed:
+        audit(staff_id, "withdraw_offline", f"member:{member_id}", f"{amount_fen} fen: {reason.strip()}")
+    return posting
+
+
+@transactional
+def reverse_credit(
+    credit_entry_id: int, *, key: str, staff_id: int, reason: str, store_id: int | None = None
+) -> ledger.Posting:
+    """Correct a mistaken credit with a reversing entry: permission, ledger row and audit row, one transaction."""
+    require_permission(staff_id, "reverse_entry", store_id)
+    posting = ledger.reverse(credit_entry_id, key=key, operator=f"staff:{staff_id}", reason=reason, store_id=store_id)
+    if not posting.replayed:
+        audit(staff_id, "reverse_entry", f"entry:{credit_entry_id}", reason.strip())
+    return posting
 
 
 @transactional

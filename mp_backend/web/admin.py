@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ..errors import Forbidden
-from ..ledger import service as ledger
 from ..members import service as members
 from ..members.summary import summarize
 from ..org import service as org
@@ -73,13 +72,14 @@ def member_status(body: dict, member_id: int) -> dict:
 @blp.arguments(WithdrawalIn)
 @blp.response(201, PostingSchema)
 @blp.alt_response(403, schema=Error)
+@blp.alt_response(404, schema=Error)
 @blp.alt_response(409, schema=Error)
 @blp.alt_response(401, schema=Error)
 @blp.doc(security=STAFF)
 def withdraw(body: dict, member_id: int) -> dict:
     """Record principal handed back outside the system (members cannot withdraw by themselves)."""
     staff = current_staff()
-    posting = ledger.withdraw_offline(
+    posting = members.withdraw_offline(
         member_id,
         body["amount_fen"],
         key=f"admin:withdraw:{body['request_id']}",
@@ -94,13 +94,14 @@ def withdraw(body: dict, member_id: int) -> dict:
 @blp.arguments(ReversalIn)
 @blp.response(201, PostingSchema)
 @blp.alt_response(403, schema=Error)
+@blp.alt_response(404, schema=Error)
 @blp.alt_response(409, schema=Error)
 @blp.alt_response(401, schema=Error)
 @blp.doc(security=STAFF)
 def reverse(body: dict, entry_id: int) -> dict:
     """Correct a mistaken credit with a reversing entry."""
     staff = current_staff()
-    posting = ledger.reverse(
+    posting = members.reverse_credit(
         entry_id,
         key=f"admin:reverse:{body['request_id']}",
         staff_id=staff.id,

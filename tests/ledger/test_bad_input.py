@@ -26,6 +26,7 @@ from mp_backend.extensions import db
 from mp_backend.ledger import service as ledger
 from mp_backend.ledger.models import LedgerEntry
 from mp_backend.ledger.service import MAX_AMOUNT_FEN, MAX_KEY_LENGTH
+from mp_backend.members import service as members
 from mp_backend.org import service as org_service
 from tests.conftest import assert_ledger_ok, count_rows
 
@@ -107,7 +108,7 @@ def test_bad_withdrawal_amount_is_refused(admin_id, make_member, amount):
     # when a withdrawal of a bad amount (or of no amount) is recorded
     # then it is refused, and no audit row is written
     with refused(InvalidAmount, "invalid_amount", member_id):
-        ledger.withdraw_offline(member_id, amount, key="bad", staff_id=admin_id, reason="退卡")  # type: ignore[arg-type]
+        members.withdraw_offline(member_id, amount, key="bad", staff_id=admin_id, reason="退卡")  # type: ignore[arg-type]
     assert_ledger_ok()
 
 
@@ -186,8 +187,8 @@ def test_every_operation_checks_its_key(funded, admin_id, operation, key):
         "capture": lambda: ledger.capture(hold_id, key=key, operator="t"),
         "void": lambda: ledger.void(hold_id, key=key, operator="t"),
         "refund": lambda: ledger.refund(paid_id, 100, key=key, operator="t"),
-        "withdrawal": lambda: ledger.withdraw_offline(member_id, 100, key=key, staff_id=admin_id, reason="x"),
-        "reversal": lambda: ledger.reverse(credit_id, key=key, staff_id=admin_id, reason="x"),
+        "withdrawal": lambda: members.withdraw_offline(member_id, 100, key=key, staff_id=admin_id, reason="x"),
+        "reversal": lambda: members.reverse_credit(credit_id, key=key, staff_id=admin_id, reason="x"),
     }[operation]
     # when the request carries no usable key
     # then it is refused
@@ -244,7 +245,7 @@ def test_withdrawal_for_unknown_member_is_refused(admin_id):
     # when a withdrawal is recorded for it
     # then it is refused, and no audit row is written
     with refused(MemberNotFound, "member_not_found"):
-        ledger.withdraw_offline(UNKNOWN_ID, 100, key="k", staff_id=admin_id, reason="退卡")
+        members.withdraw_offline(UNKNOWN_ID, 100, key="k", staff_id=admin_id, reason="退卡")
 
 
 def test_balance_of_unknown_member_is_not_found(app):
@@ -268,9 +269,9 @@ def entries(make_member, admin_id):  # type: ignore[no-untyped-def]
     hold_3 = ledger.hold(member_id, 1_000, key="e-hold-3", operator="t").entry_id
     found["void"] = ledger.void(hold_3, key="e-void", operator="t").entry_id
     found["refund"] = ledger.refund(found["debit"], 100, key="e-refund", operator="t").entry_id
-    found["withdrawal"] = ledger.withdraw_offline(member_id, 100, key="e-wd", staff_id=admin_id, reason="x").entry_id
+    found["withdrawal"] = members.withdraw_offline(member_id, 100, key="e-wd", staff_id=admin_id, reason="x").entry_id
     credit_2 = ledger.credit(member_id, 100, key="e-credit-2", operator="t").entry_id
-    found["reversal"] = ledger.reverse(credit_2, key="e-rev", staff_id=admin_id, reason="x").entry_id
+    found["reversal"] = members.reverse_credit(credit_2, key="e-rev", staff_id=admin_id, reason="x").entry_id
     found["unknown"] = UNKNOWN_ID
     return found
 
@@ -283,13 +284,17 @@ def test_capture_or_void_of_something_that_is_not_a_hold_is_refused(entries, ope
     # given entries of every kind
     entry_id = {"as-string": str(entries["hold"]), "None": None}.get(target, entries.get(target))
     # when one that is not an open hold's id is captured or voided
-    # then it is refused as hold_not_found
-    with refused(NotFound, "hold_not_found", entries["member"]):
+    # then it is refused as hold_not_found (an id that is not an int at all: invalid_entry_id)
+    error, code = (ValidationFailed, "invalid_entry_id") if target in WRONG_TYPES else (NotFound, "hold_not_found")
+    with refused(error, code, entries["member"]):
         if operation == "capture":
             ledger.capture(entry_id, 100, key="k", operator="t")  # type: ignore[arg-type]
         else:
             ledger.void(entry_id, key="k", operator="t")  # type: ignore[arg-type]
     assert_ledger_ok()
+
+
+WRONG_TYPES = ("as-string", "None")
 
 
 @pytest.mark.parametrize(
@@ -299,8 +304,9 @@ def test_refund_of_something_that_is_not_a_payment_is_refused(entries, target):
     # given entries of every kind
     entry_id = {"as-string": str(entries["debit"]), "None": None}.get(target, entries.get(target))
     # when one that is not a debit or a capture is refunded
-    # then it is refused as payment_not_found
-    with refused(NotFound, "payment_not_found", entries["member"]):
+    # then it is refused as payment_not_found (an id that is not an int at all: invalid_entry_id)
+    error, code = (ValidationFailed, "invalid_entry_id") if target in WRONG_TYPES else (NotFound, "payment_not_found")
+    with refused(error, code, entries["member"]):
         ledger.refund(entry_id, 100, key="k", operator="t")  # type: ignore[arg-type]
     assert_ledger_ok()
 
@@ -309,9 +315,10 @@ def test_refund_of_something_that_is_not_a_payment_is_refused(entries, target):
 def test_reversal_of_something_that_is_not_a_credit_is_refused(entries, admin_id, target):
     # given entries of every kind
     # when one that is not a credit is reversed
-    # then it is refused
-    with refused(NotFound, "entry_not_reversible", entries["member"]):
-        ledger.reverse(entries[target], key="k", staff_id=admin_id, reason="x")
+    # then it is refused: a missing entry is not found, another kind is not reversible
+    error, code = (NotFound, "entry_not_found") if target == "unknown" else (Conflict, "entry_not_reversible")
+    with refused(error, code, entries["member"]):
+        members.reverse_credit(entries[target], key="k", staff_id=admin_id, reason="x")
     assert_ledger_ok()
 
 
@@ -441,7 +448,7 @@ def test_withdrawal_by_a_clerk_is_refused(org, make_member):
     # when the clerk records a withdrawal in their own store
     # then the role has no such permission
     with refused(Forbidden, "permission_denied", member_id):
-        ledger.withdraw_offline(
+        members.withdraw_offline(
             member_id, 100, key="k", staff_id=org["staff"]["sh01_clerk"], reason="退卡", store_id=org["stores"]["sh01"]
         )
     assert_ledger_ok()
@@ -458,7 +465,7 @@ def test_withdrawal_outside_the_staff_members_stores_is_refused(org, make_member
     # when they record a withdrawal for a store outside their scope (or for no store: HQ only)
     # then it is refused
     with refused(Forbidden, "store_out_of_scope", member_id):
-        ledger.withdraw_offline(member_id, 100, key="k", staff_id=org["staff"][who], reason="退卡", store_id=store_id)
+        members.withdraw_offline(member_id, 100, key="k", staff_id=org["staff"][who], reason="退卡", store_id=store_id)
     assert_ledger_ok()
 
 
@@ -468,7 +475,7 @@ def test_withdrawal_by_unknown_staff_is_refused(make_member, stores):
     # when a withdrawal names them
     # then
     with refused(Forbidden, "staff_not_found", member_id):
-        ledger.withdraw_offline(member_id, 100, key="k", staff_id=UNKNOWN_ID, reason="退卡")
+        members.withdraw_offline(member_id, 100, key="k", staff_id=UNKNOWN_ID, reason="退卡")
 
 
 def test_withdrawal_of_bonus_money_is_refused(admin_id, make_member):
@@ -477,7 +484,7 @@ def test_withdrawal_of_bonus_money_is_refused(admin_id, make_member):
     # when 10.01 is withdrawn (the member has 30.00, but only principal can be paid out)
     # then it is refused
     with refused(InsufficientBalance, "insufficient_balance", member_id):
-        ledger.withdraw_offline(member_id, 1_001, key="k", staff_id=admin_id, reason="退卡")
+        members.withdraw_offline(member_id, 1_001, key="k", staff_id=admin_id, reason="退卡")
     assert_ledger_ok()
 
 
@@ -488,7 +495,7 @@ def test_withdrawal_of_held_money_is_refused(admin_id, make_member):
     # when 5.00 is withdrawn
     # then it is refused
     with refused(InsufficientBalance, "insufficient_balance", member_id):
-        ledger.withdraw_offline(member_id, 500, key="k", staff_id=admin_id, reason="退卡")
+        members.withdraw_offline(member_id, 500, key="k", staff_id=admin_id, reason="退卡")
     assert_ledger_ok()
 
 
@@ -499,7 +506,7 @@ def test_withdrawal_without_a_reason_is_refused(admin_id, make_member, reason):
     # when a withdrawal gives no reason
     # then it is refused
     with refused(ValidationFailed, "reason_required", member_id):
-        ledger.withdraw_offline(member_id, 100, key="k", staff_id=admin_id, reason=reason)  # type: ignore[arg-type]
+        members.withdraw_offline(member_id, 100, key="k", staff_id=admin_id, reason=reason)  # type: ignore[arg-type]
     assert_ledger_ok()
 
 
@@ -511,7 +518,7 @@ def test_reversal_needs_a_role_that_may_reverse(org, make_member, who):
     # when a store manager or a clerk reverses it in their own store
     # then it is refused
     with refused(Forbidden, "permission_denied", member_id):
-        ledger.reverse(
+        members.reverse_credit(
             credit.entry_id, key="k", staff_id=org["staff"][who], reason="输错", store_id=org["stores"]["sh01"]
         )
     assert_ledger_ok()
@@ -525,7 +532,7 @@ def test_reversal_without_a_reason_is_refused(admin_id, make_member, reason):
     # when it is reversed without a reason
     # then
     with refused(ValidationFailed, "reason_required", member_id):
-        ledger.reverse(credit.entry_id, key="k", staff_id=admin_id, reason=reason)  # type: ignore[arg-type]
+        members.reverse_credit(credit.entry_id, key="k", staff_id=admin_id, reason=reason)  # type: ignore[arg-type]
     assert_ledger_ok()
 
 

@@ -12,13 +12,20 @@ from sqlalchemy import text
 from mp_backend.extensions import db
 from mp_backend.ledger import service as ledger
 from mp_backend.ledger.check import check_ledger
+from mp_backend.members import service as members
 from mp_backend.models_base import utcnow
-from tests.conftest import assert_ledger_ok
+from tests.conftest import append_only_off, assert_ledger_ok
 
 
 def run_sql(sql: str, **params: object) -> None:
     db.session.execute(text(sql), params)
     db.session.commit()
+
+
+def tamper(sql: str, **params: object) -> None:
+    """Change a ledger row as someone who dropped the append-only triggers could."""
+    with append_only_off():
+        run_sql(sql, **params)
 
 
 @contextmanager
@@ -50,9 +57,9 @@ def busy_ledger(org, make_member):  # type: ignore[no-untyped-def]
         ledger.refund(captured.entry_id, 400, key=f"rc-{member_id}", operator="t")
         voided = ledger.hold(member_id, 300, key=f"h2-{member_id}", operator="t")
         ledger.void(voided.entry_id, key=f"v-{member_id}", operator="t")
-        ledger.withdraw_offline(member_id, 100, key=f"w-{member_id}", staff_id=admin, reason="退卡")
+        members.withdraw_offline(member_id, 100, key=f"w-{member_id}", staff_id=admin, reason="退卡")
         mistake = ledger.credit(member_id, 50, key=f"m-{member_id}", operator="t")
-        ledger.reverse(mistake.entry_id, key=f"rv-{member_id}", staff_id=admin, reason="输错")
+        members.reverse_credit(mistake.entry_id, key=f"rv-{member_id}", staff_id=admin, reason="输错")
     open_hold = ledger.hold(a, 250, key="open-hold", operator="t")
     return a, b, open_hold.entry_id
 
@@ -105,14 +112,12 @@ def test_row_whose_after_values_do_not_replay_is_named(busy_ledger):
     middle = db.session.execute(
         text("SELECT id FROM ledger_entry WHERE member_id = :m AND kind = 'refund' ORDER BY id LIMIT 1"), {"m": a}
     ).scalar_one()
-    run_sql("UPDATE ledger_entry SET bonus_after_fen = bonus_after_fen + 1 WHERE id = :id", id=middle)
+    tamper("UPDATE ledger_entry SET bonus_after_fen = bonus_after_fen + 1 WHERE id = :id", id=middle)
     # when the ledger is checked
     problems = check_ledger()
-    # then that wallet is reported, starting with that row (the checker resynchronises on the row's
-    # recorded values, so the next row, which no longer follows from it, is reported too)
-    assert {(p.member_id, p.invariant) for p in problems} == {(a, "replay")}
+    # then that row is reported, and only that row: the correct rows after it follow from the deltas
+    assert [(p.member_id, p.invariant, p.entry_id) for p in problems] == [(a, "replay", middle)]
     assert problems[0].detail.startswith(f"entry {middle} ")
-    assert len(problems) <= 2
 
 
 def test_negative_bucket_is_named(make_member):
@@ -143,23 +148,26 @@ def test_negative_bucket_is_named(make_member):
 def test_held_that_disagrees_with_the_open_holds_is_named(busy_ledger):
     # given a's open hold whose amount was changed afterwards (held_fen and the deltas still say 2.50)
     a, _, open_hold = busy_ledger
-    run_sql("UPDATE ledger_entry SET amount_fen = amount_fen + 1 WHERE id = :id", id=open_hold)
+    tamper("UPDATE ledger_entry SET amount_fen = amount_fen + 1 WHERE id = :id", id=open_hold)
     # when the ledger is checked
     problems = check_ledger()
-    # then a's held figure is reported as not matching its open holds
-    assert [(p.member_id, p.invariant) for p in problems] == [(a, "held != open holds")]
-    assert problems[0].detail == "held 250, open holds 251"
+    # then the hold breaks its kind's rule, and a's held figure does not match its open holds
+    assert [(p.member_id, p.invariant, p.entry_id) for p in problems] == [
+        (a, "kind rule", open_hold),
+        (a, "held != open holds", None),
+    ]
+    assert problems[1].detail == "held 250, open holds 251"
 
 
 def test_hold_reopened_behind_the_ledgers_back_is_named(busy_ledger):
     # given a void whose link to its hold is removed: the hold looks open, but nothing is held for it
     _, b, _ = busy_ledger
-    run_sql("UPDATE ledger_entry SET closes_entry_id = NULL WHERE member_id = :m AND kind = 'void'", m=b)
+    tamper("UPDATE ledger_entry SET closes_entry_id = NULL WHERE member_id = :m AND kind = 'void'", m=b)
     # when the ledger is checked
     problems = check_ledger()
-    # then b is reported
-    assert [(p.member_id, p.invariant) for p in problems] == [(b, "held != open holds")]
-    assert problems[0].detail == "held 0, open holds 300"
+    # then the void is reported for closing nothing, and b's held figure for not matching its open holds
+    assert [(p.member_id, p.invariant) for p in problems] == [(b, "kind rule"), (b, "held != open holds")]
+    assert problems[1].detail == "held 0, open holds 300"
 
 
 def test_refund_beyond_the_payment_is_reported(busy_ledger):
@@ -169,12 +177,15 @@ def test_refund_beyond_the_payment_is_reported(busy_ledger):
     big_refund = db.session.execute(
         text("SELECT id FROM ledger_entry WHERE member_id = :m AND kind = 'refund' ORDER BY id LIMIT 1"), {"m": a}
     ).scalar_one()
-    run_sql("UPDATE ledger_entry SET related_entry_id = :p WHERE id = :id", p=small.entry_id, id=big_refund)
+    tamper("UPDATE ledger_entry SET related_entry_id = :p WHERE id = :id", p=small.entry_id, id=big_refund)
     # when the ledger is checked
     problems = check_ledger()
-    # then the payment is named
-    assert [p.invariant for p in problems] == ["refund exceeds payment"]
+    # then the refund is named for exceeding the payment it now points at (the refund guard, which
+    # recorded it against the first payment, is out of step with the ledger too)
+    assert problems[0].entry_id == big_refund
+    assert "refund exceeds payment" in problems[0].invariant
     assert f"payment {small.entry_id} " in problems[0].detail
+    assert {p.invariant for p in problems[1:]} == {"refund guard out of step"}
 
 
 # ---------------------------------------------------------------------------------------------------

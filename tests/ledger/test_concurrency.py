@@ -25,6 +25,7 @@ from mp_backend.config import engine_options
 from mp_backend.errors import AppError, InsufficientBalance
 from mp_backend.extensions import db
 from mp_backend.ledger import service as ledger
+from mp_backend.ledger.models import LedgerEntry
 from mp_backend.ledger.service import Posting
 from tests.conftest import MYSQL, assert_ledger_ok, count_rows, make_config
 
@@ -394,7 +395,9 @@ def test_same_idempotency_key_from_many_threads_takes_effect_once(app, make_memb
     postings = [o.posting for o in run.outcomes if o.posting is not None]
     assert len({p.entry_id for p in postings}) == 1
     assert sum(not p.replayed for p in postings) == 1
-    rows = db.session.execute(ledger.entry_t.select().where(ledger.entry_t.c.idempotency_key == "same-key")).all()
+    rows = db.session.execute(
+        LedgerEntry.__table__.select().where(LedgerEntry.__table__.c.idempotency_key == "same-key")
+    ).all()
     assert len(rows) == 1
     sign = {"credit": 1, "debit": -1, "hold": -1, "refund": 1}[operation]
     assert available(member_id) == before + sign * 1_234

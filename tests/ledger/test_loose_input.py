@@ -19,4 +19,3 @@ def test_non_string_operator_is_refused_with_a_code(make_member, operator):
     assert refused.value.code == "invalid_operator"
     assert count_rows("ledger_entry") == rows
     assert ledger.get_balance(member_id).available_fen == 1_000
-

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import select
 
-from mp_backend.errors import Conflict, IdempotencyConflict, InsufficientBalance, MemberFrozen, NotFound
+from mp_backend.errors import Conflict, IdempotencyConflict, InsufficientBalance, MemberFrozen
 from mp_backend.extensions import db
 from mp_backend.ledger import service as ledger
 from mp_backend.ledger.models import LedgerEntry
@@ -89,9 +89,11 @@ def test_credit_bonus_adds_to_bonus_only(make_member):
 @pytest.mark.parametrize(
     ("policy", "principal", "bonus", "amount", "expected_taken"),
     [
-        # proportional: bonus share = amount * bonus // (principal + bonus), the rest from principal
+        # proportional: bonus share = amount * bonus / (principal + bonus) to the nearest fen, halves up
         ("proportional", 10_000, 1_000, 5_500, (5_000, 500)),
-        ("proportional", 2, 1, 2, (2, 0)),  # 2 * 1 / 3 = 0.67: the bonus share is rounded down
+        ("proportional", 2, 1, 2, (1, 1)),  # 2 * 1 / 3 = 0.67 -> 1 from bonus
+        ("proportional", 3, 1, 2, (1, 1)),  # 2 * 1 / 4 = 0.5: halves go up
+        ("proportional", 10_000, 1_000, 9, (8, 1)),  # 0.82: small payments take bonus too
         ("proportional", 1, 2, 2, (1, 1)),  # 2 * 2 / 3 = 1.33 -> 1 from bonus
         ("proportional", 700, 300, 1_000, (700, 300)),  # everything
         ("proportional", 0, 500, 200, (0, 200)),
@@ -262,11 +264,12 @@ def test_partial_refunds_until_fully_refunded_then_nothing_more(make_member):
     first = ledger.refund(paid.entry_id, 300, key="refund-1", operator="till")
     second = ledger.refund(paid.entry_id, 300, key="refund-2", operator="till")
     third = ledger.refund(paid.entry_id, 400, key="refund-3", operator="till")
-    # then principal came back first, bonus last, and the wallet is whole again
+    # then each refund gave back principal and bonus in the payment's proportion (7:3), the last one the
+    # exact remainder, and the wallet is whole again
     assert [(r.principal_delta_fen, r.bonus_delta_fen) for r in (first, second, third)] == [
-        (300, 0),
-        (300, 0),
-        (100, 300),
+        (210, 90),
+        (210, 90),
+        (280, 120),
     ]
     assert buckets(member_id) == (7_000, 3_000, 0)
     # and not one more fen can be refunded
@@ -278,19 +281,55 @@ def test_partial_refunds_until_fully_refunded_then_nothing_more(make_member):
     assert_ledger_ok()
 
 
-def test_refund_gives_principal_first_but_never_more_than_each_bucket_gave(app, make_member):
+def test_partial_refund_never_turns_gift_money_into_principal(make_member):
+    # given 100.00 principal and 100.00 bonus, all of it spent
+    member_id = make_member(10_000, 10_000)
+    paid = ledger.debit(member_id, 20_000, key="pay-1", operator="till")
+    # when half of the payment is refunded
+    ledger.refund(paid.entry_id, 10_000, key="refund-1", operator="till")
+    # then half of each bucket comes back: 50.00 of principal, not 100.00 that a withdrawal could pay out
+    assert buckets(member_id) == (5_000, 5_000, 0)
+    assert_ledger_ok()
+
+
+def test_refunds_in_uneven_steps_round_on_the_running_total(make_member):
+    # given a payment that took (2, 1): a third of it from bonus
+    member_id = make_member(2, 1)
+    paid = ledger.debit(member_id, 3, key="pay-1", operator="till")
+    # when it is refunded one fen at a time
+    steps = [ledger.refund(paid.entry_id, 1, key=f"refund-{n}", operator="till") for n in range(3)]
+    # then the bonus comes back when the running total's share reaches half a fen, and no fen drifts
+    assert [(r.principal_delta_fen, r.bonus_delta_fen) for r in steps] == [(1, 0), (0, 1), (1, 0)]
+    assert buckets(member_id) == (2, 1, 0)
+    assert_ledger_ok()
+
+
+def test_small_payments_take_bonus_too(make_member):
+    # given 1,000.00 principal and 100.00 bonus (one eleventh of the wallet)
+    member_id = make_member(100_000, 10_000)
+    # when it pays 9 fen a hundred times
+    for n in range(100):
+        ledger.debit(member_id, 9, key=f"pay-{n}", operator="till")
+    # then the bonus was used at about the wallet's pace (one payment of 9.00 takes 818 of 9,000),
+    # not never, as rounding down would have it
+    principal, bonus, _held = buckets(member_id)
+    assert 10_000 - bonus == 100  # each 9-fen payment's share is 0.82 fen: 1 fen, to the nearest
+    assert principal + bonus == 110_000 - 900
+    assert_ledger_ok()
+
+
+def test_refund_is_pro_rata_but_never_more_than_each_bucket_gave(app, make_member):
     # given a bonus-first payment that took 2.00 principal and 5.00 bonus
     app.config["SPENDING_POLICY"] = "bonus_first"
     member_id = make_member(1_000, 500)
     paid = ledger.debit(member_id, 700, key="pay-1", operator="till")
     assert (paid.principal_delta_fen, paid.bonus_delta_fen) == (-200, -500)
-    # when 3.00 is refunded: principal first, but principal only gave 2.00
+    # when 3.00 is refunded: 2/7 of it to principal, 5/7 to bonus (214.3 -> 214)
     refunded = ledger.refund(paid.entry_id, 300, key="refund-1", operator="till")
-    # then 2.00 goes to principal and the other 1.00 to bonus
-    assert (refunded.principal_delta_fen, refunded.bonus_delta_fen) == (200, 100)
-    # and the next refund can only go to bonus
+    assert (refunded.principal_delta_fen, refunded.bonus_delta_fen) == (86, 214)
+    # and the rest comes back as the exact remainder of each bucket
     again = ledger.refund(paid.entry_id, 400, key="refund-2", operator="till")
-    assert (again.principal_delta_fen, again.bonus_delta_fen) == (0, 400)
+    assert (again.principal_delta_fen, again.bonus_delta_fen) == (114, 286)
     assert buckets(member_id) == (1_000, 500, 0)
     assert_ledger_ok()
 
@@ -321,7 +360,7 @@ def test_offline_withdrawal_takes_principal_and_writes_an_audit_row(org, make_me
     staff_id = org["staff"][who]
     store_id = org["stores"][store] if store else None
     # when 30.00 handed back in cash is recorded
-    posting = ledger.withdraw_offline(
+    posting = members.withdraw_offline(
         member_id, 3_000, key="wd-1", staff_id=staff_id, reason="  顾客退卡  ", store_id=store_id
     )
     # then only principal is reduced, and the row and an audit entry say who and why
@@ -342,7 +381,7 @@ def test_offline_withdrawal_of_all_principal_leaves_bonus(admin_id, make_member)
     # given 50.00 principal and 20.00 bonus
     member_id = make_member(5_000, 2_000)
     # when all the principal is withdrawn
-    ledger.withdraw_offline(member_id, 5_000, key="wd-1", staff_id=admin_id, reason="退卡")
+    members.withdraw_offline(member_id, 5_000, key="wd-1", staff_id=admin_id, reason="退卡")
     # then the bonus stays (it is never paid out)
     assert buckets(member_id) == (0, 2_000, 0)
     assert_ledger_ok()
@@ -354,7 +393,7 @@ def test_reversal_of_a_credit_takes_it_back_once(admin_id, make_member):
     mistake = ledger.credit(member_id, 10_000, key="credit-typo", operator="till")
     admin = admin_id
     # when it is reversed
-    reversal = ledger.reverse(mistake.entry_id, key="rev-1", staff_id=admin, reason="金额输错")
+    reversal = members.reverse_credit(mistake.entry_id, key="rev-1", staff_id=admin, reason="金额输错")
     # then the wallet is as before the credit, the reversal closes the credit, and it is audited
     assert buckets(member_id) == (1_000, 0, 0)
     assert (reversal.kind, reversal.amount_fen, reversal.principal_delta_fen) == ("reversal", 10_000, -10_000)
@@ -366,7 +405,7 @@ def test_reversal_of_a_credit_takes_it_back_once(admin_id, make_member):
     # and a second reversal with a new key is refused
     rows = count_rows("ledger_entry")
     with pytest.raises(Conflict) as refused:
-        ledger.reverse(mistake.entry_id, key="rev-2", staff_id=admin, reason="again")
+        members.reverse_credit(mistake.entry_id, key="rev-2", staff_id=admin, reason="again")
     assert refused.value.code == "already_reversed"
     assert count_rows("ledger_entry") == rows
     assert buckets(member_id) == (1_000, 0, 0)
@@ -378,7 +417,7 @@ def test_reversal_of_a_bonus_credit(org, make_member):
     member_id = make_member(1_000)
     gift = ledger.credit(member_id, 500, bucket="bonus", key="gift", operator="till")
     # when it is reversed
-    reversal = ledger.reverse(
+    reversal = members.reverse_credit(
         gift.entry_id,
         key="rev-1",
         staff_id=org["staff"]["east_manager"],
@@ -399,13 +438,13 @@ def test_only_credits_can_be_reversed(admin_id, make_member, target):
     entries = {"debit": ledger.debit(member_id, 100, key="d", operator="t")}
     entries["hold"] = ledger.hold(member_id, 100, key="h", operator="t")
     entries["refund"] = ledger.refund(entries["debit"].entry_id, 50, key="r", operator="t")
-    entries["withdrawal"] = ledger.withdraw_offline(member_id, 100, key="w", staff_id=admin, reason="x")
+    entries["withdrawal"] = members.withdraw_offline(member_id, 100, key="w", staff_id=admin, reason="x")
     credit = ledger.credit(member_id, 100, key="c", operator="t")
-    entries["reversal"] = ledger.reverse(credit.entry_id, key="rv", staff_id=admin, reason="x")
+    entries["reversal"] = members.reverse_credit(credit.entry_id, key="rv", staff_id=admin, reason="x")
     rows, before = count_rows("ledger_entry"), buckets(member_id)
     # when it is reversed
-    with pytest.raises(NotFound) as refused:
-        ledger.reverse(entries[target].entry_id, key="rev-other", staff_id=admin, reason="try")
+    with pytest.raises(Conflict) as refused:
+        members.reverse_credit(entries[target].entry_id, key="rev-other", staff_id=admin, reason="try")
     # then it is refused and nothing changes
     assert refused.value.code == "entry_not_reversible"
     assert (count_rows("ledger_entry"), buckets(member_id)) == (rows, before)
@@ -420,7 +459,7 @@ def test_reversal_refused_once_the_money_is_spent(admin_id, make_member):
     rows = count_rows("ledger_entry")
     # when it is reversed
     with pytest.raises(InsufficientBalance) as refused:
-        ledger.reverse(credit.entry_id, key="rev-1", staff_id=admin_id, reason="typo")
+        members.reverse_credit(credit.entry_id, key="rev-1", staff_id=admin_id, reason="typo")
     # then it is refused: reversing would make principal negative
     assert refused.value.code == "insufficient_balance"
     assert count_rows("ledger_entry") == rows
@@ -436,7 +475,7 @@ def test_reversal_refused_while_the_money_is_held(admin_id, make_member):
     ledger.hold(member_id, 1_000, key="h", operator="t")
     # when it is reversed
     with pytest.raises(InsufficientBalance) as refused:
-        ledger.reverse(credit.entry_id, key="rev-1", staff_id=admin_id, reason="typo")
+        members.reverse_credit(credit.entry_id, key="rev-1", staff_id=admin_id, reason="typo")
     # then it is refused
     assert refused.value.code == "insufficient_balance"
     assert buckets(member_id) == (0, 0, 1_000)
@@ -464,9 +503,9 @@ def test_store_operator_and_reference_are_recorded_on_every_entry(stores, admin_
     ledger.void(hold_b.entry_id, key="void", operator="till:7", store_id=store, reference="O-7")
     ledger.refund(paid.entry_id, 100, key="r1", operator="till:7", store_id=store, reference="O-8")
     ledger.refund(captured.entry_id, 100, key="r2", operator="till:7", store_id=store, reference="O-9")
-    ledger.withdraw_offline(member_id, 100, key="w", staff_id=admin, reason="x", store_id=store, reference="O-10")
+    members.withdraw_offline(member_id, 100, key="w", staff_id=admin, reason="x", store_id=store, reference="O-10")
     mistake = ledger.credit(member_id, 5, key="c3", operator="till:7", store_id=store, reference="O-11")
-    ledger.reverse(mistake.entry_id, key="rv", staff_id=admin, reason="x", store_id=store)
+    members.reverse_credit(mistake.entry_id, key="rv", staff_id=admin, reason="x", store_id=store)
     # then every row carries the store and who did it
     rows = db.session.execute(
         select(entry_t.c.kind, entry_t.c.store_id, entry_t.c.operator, entry_t.c.reference)
@@ -518,10 +557,10 @@ def _scenario(kind: str, admin: int, make_member) -> tuple[int, Callable[[], led
         paid_id = ledger.debit(member_id, 700, key="setup-debit", operator="till").entry_id
         return member_id, lambda: ledger.refund(paid_id, 200, key="K", operator="till")
     if kind == "withdrawal":
-        return member_id, lambda: ledger.withdraw_offline(member_id, 700, key="K", staff_id=admin, reason="退卡")
+        return member_id, lambda: members.withdraw_offline(member_id, 700, key="K", staff_id=admin, reason="退卡")
     if kind == "reversal":
         credit_id = ledger.credit(member_id, 700, key="setup-credit", operator="till").entry_id
-        return member_id, lambda: ledger.reverse(credit_id, key="K", staff_id=admin, reason="输错")
+        return member_id, lambda: members.reverse_credit(credit_id, key="K", staff_id=admin, reason="输错")
     raise AssertionError(kind)
 
 

@@ -2,7 +2,8 @@
 
 The model below is an independent reimplementation of the rules in ``ledger/policy.py`` and
 ``ledger/service.py`` (DESIGN.md section 3): two buckets plus held, the three spending policies, holds
-captured in part or voided, refunds principal-first and never more per bucket than taken, keys that
+captured in part or voided, refunds pro rata on the running total (the last one the exact remainder)
+and never more per bucket than taken, keys that
 take effect once. After every operation the service's answer (or refusal) must be the model's; after
 every sequence the wallets must be the model's, and replaying the ledger rows from nothing (summing
 deltas in id order) must give every row's after-values and every wallet.
@@ -27,7 +28,7 @@ from mp_backend.ledger import service as ledger
 from mp_backend.ledger.models import LedgerEntry
 from mp_backend.ledger.policy import POLICIES
 from mp_backend.members import service as members
-from tests.conftest import assert_ledger_ok, count_rows
+from tests.conftest import _empty_tables, assert_ledger_ok, count_rows
 
 MEMBERS = 2
 
@@ -36,10 +37,28 @@ MEMBERS = 2
 # The model
 
 
+def nearest(x: Fraction) -> int:
+    """To the nearest integer, halves up."""
+    return math.floor(x + Fraction(1, 2))
+
+
+def model_refund(amount: int, taken: list[int], refunded: list[int]) -> tuple[int, int]:
+    """(to principal, to bonus): the payment's proportion on the running total, the exact rest at the end."""
+    left_p, left_b = taken[0] - refunded[0], taken[1] - refunded[1]
+    if amount == left_p + left_b:
+        return left_p, left_b
+    to_b = nearest(Fraction((sum(refunded) + amount) * taken[1], sum(taken))) - refunded[1]
+    to_b = max(0, min(to_b, amount, left_b))
+    to_p = amount - to_b
+    if to_p > left_p:
+        to_p, to_b = left_p, amount - left_p
+    return to_p, to_b
+
+
 def model_split(amount: int, principal: int, bonus: int, policy: str) -> tuple[int, int]:
     """(from principal, from bonus) of a spend the two buckets can cover."""
     if policy == "proportional":
-        from_bonus = math.floor(Fraction(amount * bonus, principal + bonus)) if principal + bonus else 0
+        from_bonus = nearest(Fraction(amount * bonus, principal + bonus)) if principal + bonus else 0
     elif policy == "principal_first":
         from_bonus = amount - min(amount, principal)
     else:
@@ -124,8 +143,8 @@ class Model:
             left_b = payment.taken[1] - payment.refunded[1]
             if r.amount > left_p + left_b:
                 return Outcome(code="refund_exceeds_payment")
-            to_p = min(r.amount, left_p)
-            return Outcome(member=payment.member, amount=r.amount, deltas=(to_p, r.amount - to_p, 0))
+            to_p, to_b = model_refund(r.amount, payment.taken, payment.refunded)
+            return Outcome(member=payment.member, amount=r.amount, deltas=(to_p, to_b, 0))
         raise AssertionError(r)
 
     def apply(self, key: str, r: Request, outcome: Outcome, entry_id: int) -> None:
@@ -208,17 +227,9 @@ def resolve(drawn: int | str | None, whole: int, rest: int) -> int | None:
 
 
 def fresh_tables() -> None:
-    """Each example starts from empty ledger tables (the app fixture empties them once per test)."""
+    """Each example starts from empty tables (the app fixture empties them once per test)."""
     db.session.rollback()
-    conn = db.session.connection()
-    mysql = conn.dialect.name == "mysql"
-    if mysql:  # ledger_entry refers to itself; InnoDB checks row by row, SQLite at the end of the statement
-        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
-    for table in ("ledger_entry", "wallet", "member_openid", "member", "audit_log"):
-        conn.exec_driver_sql(f"DELETE FROM {table}")
-    if mysql:
-        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
-    db.session.commit()
+    _empty_tables()
 
 
 def send(key: str, r: Request, member_ids: list[int]) -> ledger.Posting:
@@ -358,7 +369,11 @@ def test_model_split_matches_the_documented_examples() -> None:
     # given the model's own split (the property test is only as good as it)
     # when / then it gives the hand-worked splits of test_operations
     assert model_split(5_500, 10_000, 1_000, "proportional") == (5_000, 500)
-    assert model_split(2, 2, 1, "proportional") == (2, 0)
+    assert model_split(2, 2, 1, "proportional") == (1, 1)
+    assert model_split(2, 3, 1, "proportional") == (1, 1)
+    assert model_refund(300, [700, 300], [0, 0]) == (210, 90)
+    assert model_refund(400, [700, 300], [420, 180]) == (280, 120)
+    assert model_refund(1, [2, 1], [1, 0]) == (0, 1)
     assert model_split(1_200, 1_000, 500, "principal_first") == (1_000, 200)
     assert model_split(1_200, 1_000, 500, "bonus_first") == (700, 500)
     assert model_split(0, 0, 0, "proportional") == (0, 0)

@@ -454,7 +454,7 @@ def test_reversal_of_a_debit_is_refused(client, org, login, make_member):
     member_id = make_member(1_000)
     debit = ledger.debit(member_id, 100, key="sale", operator="test")
     response = reverse(client, login("admin"), debit.entry_id)
-    assert response.status_code == 404
+    assert response.status_code == 409
     assert error_of(response)["code"] == "entry_not_reversible"
     assert entries(member_id, "reversal") == []
     assert_ledger_ok()

@@ -116,11 +116,11 @@ def test_url_verification_without_a_signature_is_403(client):
 
 
 def expected_balance_lines(card_no: str) -> list[str]:
-    # principal 10.00 and bonus 2.30, then a 1.00 hold split proportionally: bonus 100 * 230 // 1230 = 18,
-    # principal 82; left: principal 9.18, bonus 2.12, available 11.30, held 1.00.
+    # principal 10.00 and bonus 2.30, then a 1.00 hold split proportionally: bonus 100 * 230 / 1230 = 18.7
+    # -> 19 to the nearest fen, principal 81; left: principal 9.19, bonus 2.11, available 11.30, held 1.00.
     return [
         "余额：11.30 元",
-        "其中本金：9.18 元，赠送：2.12 元",
+        "其中本金：9.19 元，赠送：2.11 元",
         "冻结中（待结算）：1.00 元",
         "积分：0",
         f"会员卡：{card_no}（普通会员，正常）",

@@ -112,11 +112,11 @@ def test_me_shows_each_balance_bucket(client, wxa_login):
     ledger.hold(member_id, 100, key="me-h", operator="test")
     # when the member asks for themselves
     response = client.get("/api/me", headers=bearer(login["token"]))
-    # then the buckets are exact: the hold took 1.00 proportionally (0.82 principal, 0.18 bonus,
-    # 100 * 230 // 1230 = 18 rounded down), and is shown apart from what is available
+    # then the buckets are exact: the hold took 1.00 proportionally (0.81 principal, 0.19 bonus,
+    # 100 * 230 / 1230 = 18.7 to the nearest fen), and is shown apart from what is available
     assert response.status_code == 200
     me = response.get_json()
-    assert me["balance"] == {"principal_fen": 918, "bonus_fen": 212, "held_fen": 100, "available_fen": 1_130}
+    assert me["balance"] == {"principal_fen": 919, "bonus_fen": 211, "held_fen": 100, "available_fen": 1_130}
     assert me["id"] == member_id
     assert me["card_no"] == login["member"]["card_no"]
     assert me["card"] == {"card_no": login["member"]["card_no"], "status": "active", "level": me["level"]["name"]}
