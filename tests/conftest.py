@@ -119,8 +119,10 @@ def org(app: Flask) -> dict:
         "sh01_manager": org_service.create_staff("sh01m", "store_manager", "password-1", store_code="sh01"),
         "sh01_clerk": org_service.create_staff("sh01c", "clerk", "password-1", store_code="sh01"),
     }
-    return {"stores": {"sh01": sh01.id, "sh02": sh02.id, "bj01": bj01.id},
-            "staff": {name: s.id for name, s in staff.items()}}
+    return {
+        "stores": {"sh01": sh01.id, "sh02": sh02.id, "bj01": bj01.id},
+        "staff": {name: s.id for name, s in staff.items()},
+    }
 
 
 @pytest.fixture
