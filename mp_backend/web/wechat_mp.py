@@ -13,6 +13,7 @@ from ..members import service as members
 from ..members.mp_events import Incoming, answer
 from ..wechat import clients as wechat_clients
 from ..wechat import server as wechat_server
+from ..wechat.state import current_state
 
 log = logging.getLogger(__name__)
 bp = Blueprint("wechat_mp", __name__, url_prefix="/wechat")
@@ -28,8 +29,19 @@ def verify() -> Response:
 
 @bp.post("/mp")
 def receive() -> Response:
-    """Messages and events, in plain, compatible or safe mode. Always answered within WeChat's 5 s."""
-    inbound = wechat_server.parse_message(request.get_data(cache=False), request.args, remote_addr=request.remote_addr)
+    """Messages and events (safe mode; plain mode without an AES key). Answered within WeChat's 5 s."""
+    # Refused by its declared length before a byte is read (413), like every body but smaller.
+    request.max_content_length = min(
+        wechat_server.MAX_BODY_BYTES, current_app.config.get("MAX_CONTENT_LENGTH") or wechat_server.MAX_BODY_BYTES
+    )
+    inbound = wechat_server.parse_message(
+        request.get_data(cache=False),
+        request.args,
+        remote_addr=request.remote_addr,
+        seen_once=current_state().seen_once,
+    )
+    if inbound.repeat:  # WeChat's retry or a replay: it was (or is being) answered once already
+        return Response(wechat_server.EMPTY_REPLY, mimetype="text/plain")
     try:
         text = answer(_incoming(inbound.message))
     except AppError as error:

@@ -1129,16 +1129,19 @@ class FakeWeChat:
         target: Any,
         xml: str,
         *,
-        encrypt: bool = False,
+        encrypt: bool | None = None,
         compatible: bool = False,
         path: str = "/wechat/mp",
         timestamp: str | None = None,
         nonce: str | None = None,
     ) -> MpReply:
         """POST ``xml`` to our server URL signed as WeChat does (``target``: a Flask test client, whose
-        request goes to ``path``, or the full URL). ``encrypt`` sends it in safe mode, ``compatible``
-        in compatible mode (plaintext beside the ciphertext); an encrypted reply is checked and
-        decrypted."""
+        request goes to ``path``, or the full URL). ``encrypt`` sends it in safe mode (the default when
+        the fake has an EncodingAESKey, as WeChat does once one is set), ``encrypt=False`` in plain
+        mode, ``compatible`` in compatible mode (plaintext beside the ciphertext); an encrypted reply is
+        checked and decrypted."""
+        if encrypt is None:
+            encrypt = bool(self.settings.mp_aes_key) and not compatible
         query = self.mp_query(timestamp=timestamp, nonce=nonce)
         fields = _flat_xml(xml) or {}
         if fields.get("FromUserName"):
