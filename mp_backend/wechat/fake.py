@@ -74,6 +74,7 @@ class FakeSettings:
     pay_api_key: str = "sandboxpaykey0000000000000000000"
     with_unionid: bool = False  # answer unionid "union-<openid>", as when the apps share an open platform
     token_ttl: int = 7200
+    forced_refresh_daily_limit: int = 20  # WeChat's: force_refresh=true 20 times a day per appid, then 45009
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> FakeSettings:
@@ -273,6 +274,7 @@ class FakeWeChat:
         self._delays: dict[str, float] = {}
         self._tokens: dict[str, _Token] = {}
         self._stable: dict[str, str] = {}  # appid -> current stable token
+        self._forced_refreshes: dict[tuple[str, str], int] = {}  # (appid, day) -> forced refreshes
         self._oauth_tokens: dict[str, _OAuthToken] = {}
         self._oauth_scopes: dict[str, str] = {}  # openid -> scope last granted on the authorize page
         self.app = self._build_app()
@@ -328,6 +330,7 @@ class FakeWeChat:
             self._delays.clear()
             self._tokens.clear()
             self._stable.clear()
+            self._forced_refreshes.clear()
             self._oauth_tokens.clear()
             self._oauth_scopes.clear()
 
@@ -502,6 +505,11 @@ class FakeWeChat:
             return refused
         now = time.time()
         with self._lock:
+            if payload.get("force_refresh") is True:
+                day = (appid, datetime.now(CHINA).strftime("%Y%m%d"))
+                if self._forced_refreshes.get(day, 0) >= self.settings.forced_refresh_daily_limit:
+                    return self._error(45009, "reach max api daily quota limit")
+                self._forced_refreshes[day] = self._forced_refreshes.get(day, 0) + 1
             current = self._stable.get(appid)
             info = self._tokens.get(current) if current else None
             if payload.get("force_refresh") is True or info is None or info.revoked or info.expires_at <= now:

@@ -408,3 +408,13 @@ def test_fake_app_exposes_its_state() -> None:
     app = create_fake_app()
     app.test_client().get("/wechat/cgi-bin/menu/get")
     assert app.extensions["fake_wechat"].calls_to("cgi-bin/menu/get")
+
+
+def test_forced_refreshes_are_limited_per_app_and_day(fake: FakeWeChatServer) -> None:
+    # WeChat: force_refresh=true 20 times a day per appid, then errcode 45009 (normal mode still works)
+    forced = [stable_token(fake, force_refresh=True) for _ in range(21)]
+    assert all("access_token" in answer for answer in forced[:20])
+    assert forced[20]["errcode"] == 45009
+    assert "access_token" in stable_token(fake)
+    other_app = stable_token(fake, appid="wxsandboxwxa000001", secret="sandbox-wxa-secret", force_refresh=True)
+    assert "access_token" in other_app
