@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from urllib.parse import urlsplit
 
@@ -70,12 +71,23 @@ def _incoming(message) -> Incoming:  # type: ignore[no-untyped-def]
     )
 
 
+MAX_NEXT_LENGTH = 512
+_UNSAFE_NEXT = re.compile(r"[\x00-\x1f\x7f\\]|//")  # control characters (CR/LF: header injection), \, //
+
+
 def _safe_next(target: str | None) -> str:
-    """Only this site's own paths: no scheme, no host, no protocol-relative //evil.example."""
+    """Only this site's own paths: no scheme, no host, no protocol-relative //evil.example, and nothing
+    that could split the Location header or be read as another host (CR, LF, backslash, //)."""
     if not target:
         return DEFAULT_NEXT
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if (
+        parts.scheme
+        or parts.netloc
+        or not target.startswith("/")
+        or len(target) > MAX_NEXT_LENGTH
+        or _UNSAFE_NEXT.search(target)
+    ):
         raise ValidationFailed("登录后只能返回本站页面", code="invalid_next")
     return target
 
@@ -97,7 +109,8 @@ def oauth_start():  # type: ignore[no-untyped-def]
 def oauth_callback():  # type: ignore[no-untyped-def]
     pending = session.pop("oauth", None)
     code = request.args.get("code")
-    if not pending or not secrets.compare_digest(str(request.args.get("state", "")), pending["state"]):
+    state = str(request.args.get("state", "")).encode("utf-8", "replace")
+    if not isinstance(pending, dict) or not secrets.compare_digest(state, str(pending.get("state")).encode()):
         raise ValidationFailed("登录请求已失效，请重新打开页面", code="oauth_state_invalid")
     if not code:
         raise ValidationFailed("未获得微信授权", code="oauth_denied")
@@ -110,5 +123,10 @@ def oauth_callback():  # type: ignore[no-untyped-def]
     if profile.get("nickname") and not login.member.name:
         members.update_profile(login.member.id, name=profile["nickname"])
     session.clear()
+    session.permanent = True  # expires with PERMANENT_SESSION_LIFETIME, no later than a member token
     session["member_id"] = login.member.id
-    return redirect(pending["next"])
+    try:
+        next_path = _safe_next(pending.get("next"))
+    except ValidationFailed:  # kept from before this check existed: land on the member centre
+        next_path = DEFAULT_NEXT
+    return redirect(next_path)
