@@ -66,7 +66,8 @@ def init_app(app: Flask) -> None:
     if settings.sandbox:
         from .fake import FakeSettings
 
-        mount = SandboxMount(app.wsgi_app, FakeSettings.from_config(app.config))
+        # One person across both apps: the sandbox answers the same unionid in each (DESIGN §5).
+        mount = SandboxMount(app.wsgi_app, FakeSettings.from_config(app.config, with_unionid=True))
         app.wsgi_app = mount  # type: ignore[method-assign]
         app.extensions[SANDBOX_EXTENSION_KEY] = mount
         log.log(

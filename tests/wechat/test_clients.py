@@ -243,7 +243,7 @@ def test_jscode2session_returns_the_unionid_when_there_is_one(wechat_app: Flask)
     assert jscode2session("sandbox-alice") == {
         "openid": "alice",
         "session_key": jscode2session("sandbox-alice")["session_key"],
-        "unionid": "union-alice",
+        "unionid": "sandbox-union-alice",
     }
 
 
