@@ -67,7 +67,10 @@ SECURITY_SCHEMES = {
     "openApiSignature": {
         "type": "apiKey",
         "in": "header",
-        "name": "Authorization",
-        "description": "HMAC-SHA256 request signature of the till / shop system (see README)",
+        "name": "X-Signature",
+        "description": (
+            "HMAC-SHA256 request signature of the till / shop system, with X-Client-Id, X-Timestamp and "
+            "X-Nonce: see the README, section “Open API for the till and shop”"
+        ),
     },
 }
