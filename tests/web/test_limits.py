@@ -166,3 +166,10 @@ def test_a_blank_withdrawal_reason_is_reason_required_and_speaks_of_withdrawal(c
     assert error["code"] == "reason_required"
     assert "退款" not in error["message"]  # a withdrawal hands back principal; it is no refund
     assert ledger.get_balance(member_id).principal_fen == 1_000
+
+
+def test_an_undeclared_method_is_405_with_allow(client):
+    response = client.open("/api/me", method="TRACE")
+    assert response.status_code == 405
+    assert error_of(response)["code"] == "method_not_allowed"
+    assert "GET" in response.headers["Allow"]
