@@ -4,6 +4,7 @@ events we only acknowledge, and requests we refuse (never with a 500, never crea
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 
@@ -632,3 +633,25 @@ def test_a_huge_declared_body_is_413_before_it_is_read(client, fake: FakeWeChatS
     assert response.status_code == 413
     assert error_of(response)["code"] == "payload_too_large"
     assert member_ids() == []
+
+
+@pytest.fixture
+def fake_with_unionid(fake: FakeWeChatServer):  # type: ignore[no-untyped-def]
+    original = fake.settings
+    fake.settings = dataclasses.replace(original, with_unionid=True)
+    try:
+        yield fake
+    finally:
+        fake.settings = original
+
+
+def test_a_mini_program_member_asking_the_official_account_is_found_by_unionid(client, fake_with_unionid):
+    # given alice, known from the mini program only (unionid sandbox-union-alice), with 10.00
+    login = client.post("/api/auth/wxa-login", json={"code": "sandbox-alice"})
+    member_id = login.get_json()["member"]["id"]
+    ledger.credit(member_id, 1_000, key="alice-p", operator="test")
+    # when she asks the official account for her balance (its messages carry her openid, no unionid)
+    reply = fake_with_unionid.mp_post(client, fake_with_unionid.text_message("alice", "余额"))
+    # then WeChat's user info gives her unionid: she is the same member, with her 10.00
+    assert reply.content is not None and "余额：10.00 元" in reply.content
+    assert member_ids() == [member_id]
