@@ -4,7 +4,6 @@ events we only acknowledge, and requests we refuse (never with a 500, never crea
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import time
 
@@ -633,16 +632,6 @@ def test_a_huge_declared_body_is_413_before_it_is_read(client, fake: FakeWeChatS
     assert response.status_code == 413
     assert error_of(response)["code"] == "payload_too_large"
     assert member_ids() == []
-
-
-@pytest.fixture
-def fake_with_unionid(fake: FakeWeChatServer):  # type: ignore[no-untyped-def]
-    original = fake.settings
-    fake.settings = dataclasses.replace(original, with_unionid=True)
-    try:
-        yield fake
-    finally:
-        fake.settings = original
 
 
 def test_a_mini_program_member_asking_the_official_account_is_found_by_unionid(client, fake_with_unionid):

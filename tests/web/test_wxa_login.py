@@ -3,7 +3,6 @@ with the fake WeChat answering jscode2session and getuserphonenumber."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -66,17 +65,6 @@ def test_two_openids_are_two_members(client):
     assert alice["member"]["id"] != bob["member"]["id"]
     assert alice["token"] != bob["token"]
     assert len(member_ids()) == 2
-
-
-@pytest.fixture
-def fake_with_unionid(fake: FakeWeChatServer):  # type: ignore[no-untyped-def]
-    """The fake answers a unionid (``sandbox-union-<openid>``), as when both apps share an open-platform account."""
-    original = fake.settings
-    fake.settings = dataclasses.replace(original, with_unionid=True)
-    try:
-        yield fake
-    finally:
-        fake.settings = original
 
 
 def test_unionid_links_the_official_account_and_the_mini_program(client, fake_with_unionid):
