@@ -169,7 +169,7 @@ def test_demo_load_twice_changes_nothing(runner):
     assert_ledger_ok()
 
 
-def test_demo_loaded_before_unionids_survives_a_changed_appid(app, runner, monkeypatch):
+def test_demo_loaded_before_unionids_survives_a_changed_appid(app, runner):
     # given demo Alice as the landed demo made her: a mini-program openid, no unionid, 200.00 + 20.00
     alice = members.login_with_openid("wxoldminiprogram01", "demo-alice").member
     ledger.credit(alice.id, 20_000, key="demo:demo-alice:principal", operator="demo", note="示例数据")
