@@ -122,7 +122,9 @@ class Reason(fields.String):
     """Why staff did it (audited): 1-255 characters, not only spaces."""
 
     def __init__(self, blank_message: str, **kwargs):  # type: ignore[no-untyped-def]
-        super().__init__(required=True, validate=validate.Length(min=1, max=255), **kwargs)
+        # The pattern documents "not only spaces" in /openapi.json; the check itself is _validate's.
+        metadata = {"pattern": r"\S", **kwargs.pop("metadata", {})}
+        super().__init__(required=True, validate=validate.Length(min=1, max=255), metadata=metadata, **kwargs)
         self.blank_message = blank_message
 
     def _validate(self, value):  # type: ignore[no-untyped-def]
