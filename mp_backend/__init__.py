@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from . import security
 from .config import INSTANCE, ROOT, Config
 from .errors import register_error_handlers
 from .extensions import api, db, jobs, migrate
@@ -23,6 +24,10 @@ def create_app(config: Any = None) -> Flask:
     app.config.from_object(config)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    security.install_log_redaction()
+    security.check_secret_key(app)
+    security.apply_session_policy(app)
+    security.register_converters(app)
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         INSTANCE.mkdir(parents=True, exist_ok=True)
@@ -62,7 +67,10 @@ SECURITY_SCHEMES = {
     "openApiSignature": {
         "type": "apiKey",
         "in": "header",
-        "name": "Authorization",
-        "description": "HMAC-SHA256 request signature of the till / shop system (see README)",
+        "name": "X-Signature",
+        "description": (
+            "HMAC-SHA256 request signature of the till / shop system, with X-Client-Id, X-Timestamp and "
+            "X-Nonce: see the README, section “Open API for the till and shop”"
+        ),
     },
 }

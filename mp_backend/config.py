@@ -38,6 +38,10 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+DEV_SECRET_KEY = "dev-only-secret-change-me"  # sandbox only: create_app refuses it anywhere else
+MAX_BODY_BYTES = 1024 * 1024  # JSON and WeChat XML bodies; a future upload endpoint may allow more
+
+
 def default_sqlite_url() -> str:
     return f"sqlite:///{INSTANCE / 'mp_backend.sqlite3'}"
 
@@ -47,7 +51,7 @@ class Config:
 
     def __init__(self) -> None:
         env = os.environ
-        self.SECRET_KEY = env.get("SECRET_KEY") or "dev-only-secret-change-me"
+        self.SECRET_KEY = env.get("SECRET_KEY") or DEV_SECRET_KEY
         self.SQLALCHEMY_DATABASE_URI = env.get("DATABASE_URL") or default_sqlite_url()
         self.REDIS_URL = env.get("REDIS_URL") or None
         self.PUBLIC_BASE_URL = (env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
@@ -72,7 +76,15 @@ class Config:
         self.MEMBER_TOKEN_MAX_AGE = _env_int("MEMBER_TOKEN_MAX_AGE", 7 * 24 * 3600)
         self.STAFF_TOKEN_MAX_AGE = _env_int("STAFF_TOKEN_MAX_AGE", 12 * 3600)
         self.JSON_AS_ASCII = False
+        # Werkzeug refuses a body whose declared length is larger (413) before reading it.
+        self.MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", MAX_BODY_BYTES)
+        self.JSON_MAX_DEPTH = 32
         self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_HTTPONLY = True
+        # SESSION_COOKIE_SECURE and PERMANENT_SESSION_LIFETIME follow PUBLIC_BASE_URL and
+        # MEMBER_TOKEN_MAX_AGE: create_app derives them (see security.py), so an override cannot split them.
+        # WeChat allows 20 forced access-token refreshes per app and day; keep most of them for people.
+        self.WECHAT_FORCED_REFRESH_DAILY_CAP = _env_int("WECHAT_FORCED_REFRESH_DAILY_CAP", 10)
         self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
         # flask-smorest / OpenAPI
         self.API_TITLE = "Member stored-value backend"

@@ -1,7 +1,9 @@
 """Demo data for `make run`: a merchant someone can scan, recharge and spend with on a laptop.
 
-Every step is keyed, so loading twice changes nothing (staff by username, members by openid,
-balances by ledger idempotency keys).
+Every step is keyed, so loading twice changes nothing (staff by username, members by their sandbox
+unionid, balances by ledger idempotency keys). A demo member is one person in both apps, as the
+sandbox answers the same unionid for ``sandbox-<openid>`` in the mini program and the official account
+(DESIGN §5); so a changed WECHAT_WXA_APPID or WECHAT_MP_APPID finds the same member again.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from sqlalchemy import select
 from .extensions import db
 from .ledger import service as ledger
 from .members import service as members
+from .members.models import Member, MemberOpenid
 from .org import service as org
 from .org.models import Staff
+from .wechat.fake import sandbox_unionid
 
 DEMO_PASSWORD = "demo-password"  # sandbox only; printed by make run
 DEMO_MEMBERS = (
@@ -35,15 +39,12 @@ def load_demo() -> Iterator[str]:
         if db.session.scalars(select(Staff).where(Staff.username == username)).first() is None:
             org.create_staff(username, role, DEMO_PASSWORD, store_code=store)
     yield f"staff: admin / clerk, password {DEMO_PASSWORD}"
-    appid = current_app.config["WECHAT_WXA_APPID"]
     for openid, name, principal, bonus in DEMO_MEMBERS:
-        login = members.login_with_openid(appid, openid)
-        if login.created:
-            members.update_profile(login.member.id, name=name)
+        member_id = _demo_member(openid, name)
         for bucket, amount in (("principal", principal), ("bonus", bonus)):
             if amount:
                 ledger.credit(
-                    login.member.id,
+                    member_id,
                     amount,
                     bucket=bucket,
                     key=f"demo:{openid}:{bucket}",
@@ -51,3 +52,26 @@ def load_demo() -> Iterator[str]:
                     note="示例数据",
                 )
         yield f"member {name}: login code sandbox-{openid}"
+
+
+def _demo_member(openid: str, name: str) -> int:
+    """The demo member behind ``openid``, with its unionid and an openid in each of today's apps."""
+    unionid = sandbox_unionid(openid)
+    member = db.session.scalars(select(Member).where(Member.unionid == unionid)).first()
+    if member is None:
+        # Loaded before demo members had a unionid, possibly under another appid: the demo openid is
+        # ours, and logging in through that identity with the unionid gives the member its unionid.
+        earlier = db.session.scalars(
+            select(MemberOpenid)
+            .join(Member)
+            .where(MemberOpenid.openid == openid, Member.unionid.is_(None))
+            .order_by(MemberOpenid.id)
+        ).first()
+        member = (
+            members.login_with_openid(earlier.appid, openid, unionid).member
+            if earlier is not None
+            else members.create_member(name=name, unionid=unionid)
+        )
+    for appid in (current_app.config["WECHAT_WXA_APPID"], current_app.config["WECHAT_MP_APPID"]):
+        members.login_with_openid(appid, openid, unionid)
+    return member.id

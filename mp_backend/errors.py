@@ -125,7 +125,9 @@ def register_error_handlers(app: Flask) -> None:
         body: dict[str, Any] = {"code": code, "message": _human(status, error)}
         if messages:
             body["details"] = messages
-        return jsonify({"error": body}), status
+        # Keep what the exception says besides its body (Allow on a 405, Retry-After, ...).
+        headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+        return jsonify({"error": body}), status, headers
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 
 from .errors import ErrorSchema
+from .security import BigIdConverter, IdConverter
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,15 @@ class AppApi(Api):
 
 
 api = AppApi()
+
+
+def _id_schema(converter: Any) -> dict[str, Any]:
+    return {"type": "integer", "minimum": converter.min, "maximum": converter.max}
+
+
+# Once per process, before any init_app: each app's document then shows the ids' range.
+api.register_converter(IdConverter, _id_schema)
+api.register_converter(BigIdConverter, _id_schema)
 
 
 @event.listens_for(Engine, "connect")

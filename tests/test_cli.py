@@ -167,3 +167,20 @@ def test_demo_load_twice_changes_nothing(runner):
     check = runner.invoke(args=["ledger", "check"])
     assert check.exit_code == 0, check.output
     assert_ledger_ok()
+
+
+def test_demo_loaded_before_unionids_survives_a_changed_appid(app, runner):
+    # given demo Alice as the landed demo made her: a mini-program openid, no unionid, 200.00 + 20.00
+    alice = members.login_with_openid("wxoldminiprogram01", "demo-alice").member
+    ledger.credit(alice.id, 20_000, key="demo:demo-alice:principal", operator="demo", note="示例数据")
+    ledger.credit(alice.id, 2_000, bucket="bonus", key="demo:demo-alice:bonus", operator="demo", note="示例数据")
+    # when demo load runs under today's (other) appids
+    result = runner.invoke(args=["demo", "load"])
+    # then it succeeds (no IdempotencyConflict) and Alice is the same member, now with her unionid
+    assert result.exit_code == 0, result.output
+    state = demo_state()
+    assert state["balances"]["demo-alice"][0] == alice.id  # type: ignore[index]
+    assert state["balances"]["demo-alice"][2:] == (20_000, 2_000, 0)  # type: ignore[index]
+    assert db.session.scalar(select(Member.unionid).where(Member.id == alice.id)) == "sandbox-union-demo-alice"
+    assert state["members"] == 3
+    assert_ledger_ok()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from ..errors import AppError
+from ..wechat import mp_client, translate_errors
 from . import service as members
 from .summary import balance_reply_text, summarize
 
@@ -39,7 +41,7 @@ def answer(incoming: Incoming) -> str | None:
     if incoming.msg_type == "event":
         event = incoming.event.lower()
         if event == "subscribe":
-            login = members.login_with_openid(appid, incoming.openid, subscribed=True)
+            login = _login(appid, incoming.openid, subscribed=True)
             scene = incoming.event_key.removeprefix("qrscene_") if incoming.event_key else ""
             if scene:
                 log.info("subscribe via parametric QR scene %s (member %s)", scene, login.member.id)
@@ -62,7 +64,25 @@ def answer(incoming: Incoming) -> str | None:
     return None
 
 
+def _login(appid: str, openid: str, *, subscribed: bool | None = None) -> members.Login:
+    """The member behind a follower. Messages carry no unionid: for a follower we do not know yet, ask
+    WeChat (user/info), so that someone who came through the mini program is found, not created again
+    (DESIGN §5: unionid first)."""
+    unionid = None if members.find_by_openid(appid, openid) else _unionid_of(openid)
+    return members.login_with_openid(appid, openid, unionid, subscribed=subscribed)
+
+
+def _unionid_of(openid: str) -> str | None:
+    try:
+        with translate_errors("user info"):
+            info = mp_client().user.get(openid)
+    except AppError:  # WeChat unavailable: answer now as a new member; the unionid links them later
+        return None
+    unionid = info.get("unionid") if isinstance(info, dict) else None
+    return unionid if isinstance(unionid, str) and 0 < len(unionid) <= 64 else None
+
+
 def _balance(appid: str, openid: str) -> str:
-    member = members.login_with_openid(appid, openid).member
+    member = _login(appid, openid).member
     centre, _recharge = _links()
     return balance_reply_text(summarize(member), centre)

@@ -42,7 +42,7 @@ def me():  # type: ignore[no-untyped-def]
     return current_staff()
 
 
-@blp.route("/members/<int:member_id>", methods=["GET"])
+@blp.route("/members/<id:member_id>", methods=["GET"])
 @blp.response(200, MemberSchema)
 @blp.alt_response(404, schema=Error)
 @blp.alt_response(401, schema=Error)
@@ -54,7 +54,7 @@ def member_detail(member_id: int) -> dict:
     return summarize(members.get_member(member_id)).as_dict()
 
 
-@blp.route("/members/<int:member_id>/status", methods=["POST"])
+@blp.route("/members/<id:member_id>/status", methods=["POST"])
 @blp.arguments(MemberStatusIn)
 @blp.response(200, MemberSchema)
 @blp.alt_response(403, schema=Error)
@@ -68,7 +68,7 @@ def member_status(body: dict, member_id: int) -> dict:
     return summarize(member).as_dict()
 
 
-@blp.route("/members/<int:member_id>/withdrawals", methods=["POST"])
+@blp.route("/members/<id:member_id>/withdrawals", methods=["POST"])
 @blp.arguments(WithdrawalIn)
 @blp.response(201, PostingSchema)
 @blp.alt_response(403, schema=Error)
@@ -90,7 +90,7 @@ def withdraw(body: dict, member_id: int) -> dict:
     return posting_dict(posting)
 
 
-@blp.route("/ledger/<int:entry_id>/reversal", methods=["POST"])
+@blp.route("/ledger/<big_id:entry_id>/reversal", methods=["POST"])
 @blp.arguments(ReversalIn)
 @blp.response(201, PostingSchema)
 @blp.alt_response(403, schema=Error)

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from flask import current_app
 from flask_smorest import Blueprint as _SmorestBlueprint
 from marshmallow import Schema, fields, validate
-from webargs.flaskparser import FlaskParser
+from webargs.flaskparser import FlaskParser, is_json_request
 
-from ..errors import ErrorSchema
+from ..errors import ErrorSchema, ValidationFailed
+from ..security import INT_MAX, JsonRequired, load_json_body
 
 Error = ErrorSchema
 
 
 class _Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400  # what register_error_handlers answers, so the document agrees
+
+    def load_json(self, req, schema):  # type: ignore[no-untyped-def]
+        # webargs reads a body sent as text/plain (or with no Content-Type) as "no body", so the caller
+        # would be told a required field is missing: say what is actually wrong instead.
+        if not is_json_request(req):
+            raise JsonRequired()
+        return self._raw_load_json(req)
+
+    def _raw_load_json(self, req) -> Any:  # type: ignore[no-untyped-def]
+        # The body is bounded by MAX_CONTENT_LENGTH before it is read (413); then nesting and text.
+        return load_json_body(req.get_data(cache=True), max_depth=current_app.config.get("JSON_MAX_DEPTH", 32))
 
 
 class Blueprint(_SmorestBlueprint):
@@ -80,10 +95,15 @@ class StaffSchema(Schema):
     region_id = fields.Integer(allow_none=True)
 
 
+def store_id_field() -> fields.Integer:
+    """A store's id in a body: optional, and within the column's range (else 400, not a database error)."""
+    return fields.Integer(allow_none=True, validate=validate.Range(min=1, max=INT_MAX))
+
+
 class MemberStatusIn(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["active", "frozen", "lost"]))
     reason = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    store_id = fields.Integer(allow_none=True)
+    store_id = store_id_field()
 
 
 class StrictAmount(fields.Integer):
@@ -98,17 +118,32 @@ class StrictAmount(fields.Integer):
         return super()._validated(value)
 
 
+class Reason(fields.String):
+    """Why staff did it (audited): 1-255 characters, not only spaces."""
+
+    def __init__(self, blank_message: str, **kwargs):  # type: ignore[no-untyped-def]
+        # The pattern documents "not only spaces" in /openapi.json; the check itself is _validate's.
+        metadata = {"pattern": r"\S", **kwargs.pop("metadata", {})}
+        super().__init__(required=True, validate=validate.Length(min=1, max=255), metadata=metadata, **kwargs)
+        self.blank_message = blank_message
+
+    def _validate(self, value):  # type: ignore[no-untyped-def]
+        super()._validate(value)
+        if not value.strip():
+            raise ValidationFailed(self.blank_message, code="reason_required")
+
+
 class WithdrawalIn(Schema):
     amount_fen = StrictAmount(required=True)
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    reason = Reason("请填写提现（退还本金）原因")
     request_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    store_id = fields.Integer(allow_none=True)
+    store_id = store_id_field()
 
 
 class ReversalIn(Schema):
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    reason = Reason("请填写冲正原因")
     request_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    store_id = fields.Integer(allow_none=True)
+    store_id = store_id_field()
 
 
 class PostingSchema(Schema):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from urllib.parse import urlsplit
 
@@ -13,6 +14,7 @@ from ..members import service as members
 from ..members.mp_events import Incoming, answer
 from ..wechat import clients as wechat_clients
 from ..wechat import server as wechat_server
+from ..wechat.state import current_state
 
 log = logging.getLogger(__name__)
 bp = Blueprint("wechat_mp", __name__, url_prefix="/wechat")
@@ -28,8 +30,19 @@ def verify() -> Response:
 
 @bp.post("/mp")
 def receive() -> Response:
-    """Messages and events, in plain, compatible or safe mode. Always answered within WeChat's 5 s."""
-    inbound = wechat_server.parse_message(request.get_data(cache=False), request.args, remote_addr=request.remote_addr)
+    """Messages and events (safe mode; plain mode without an AES key). Answered within WeChat's 5 s."""
+    # Refused by its declared length before a byte is read (413), like every body but smaller.
+    request.max_content_length = min(
+        wechat_server.MAX_BODY_BYTES, current_app.config.get("MAX_CONTENT_LENGTH") or wechat_server.MAX_BODY_BYTES
+    )
+    inbound = wechat_server.parse_message(
+        request.get_data(cache=False),
+        request.args,
+        remote_addr=request.remote_addr,
+        seen_once=current_state().seen_once,
+    )
+    if inbound.repeat:  # WeChat's retry or a replay: it was (or is being) answered once already
+        return Response(wechat_server.EMPTY_REPLY, mimetype="text/plain")
     try:
         text = answer(_incoming(inbound.message))
     except AppError as error:
@@ -58,12 +71,23 @@ def _incoming(message) -> Incoming:  # type: ignore[no-untyped-def]
     )
 
 
+MAX_NEXT_LENGTH = 512
+_UNSAFE_NEXT = re.compile(r"[\x00-\x1f\x7f\\]|//")  # control characters (CR/LF: header injection), \, //
+
+
 def _safe_next(target: str | None) -> str:
-    """Only this site's own paths: no scheme, no host, no protocol-relative //evil.example."""
+    """Only this site's own paths: no scheme, no host, no protocol-relative //evil.example, and nothing
+    that could split the Location header or be read as another host (CR, LF, backslash, //)."""
     if not target:
         return DEFAULT_NEXT
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if (
+        parts.scheme
+        or parts.netloc
+        or not target.startswith("/")
+        or len(target) > MAX_NEXT_LENGTH
+        or _UNSAFE_NEXT.search(target)
+    ):
         raise ValidationFailed("登录后只能返回本站页面", code="invalid_next")
     return target
 
@@ -85,7 +109,8 @@ def oauth_start():  # type: ignore[no-untyped-def]
 def oauth_callback():  # type: ignore[no-untyped-def]
     pending = session.pop("oauth", None)
     code = request.args.get("code")
-    if not pending or not secrets.compare_digest(str(request.args.get("state", "")), pending["state"]):
+    state = str(request.args.get("state", "")).encode("utf-8", "replace")
+    if not isinstance(pending, dict) or not secrets.compare_digest(state, str(pending.get("state")).encode()):
         raise ValidationFailed("登录请求已失效，请重新打开页面", code="oauth_state_invalid")
     if not code:
         raise ValidationFailed("未获得微信授权", code="oauth_denied")
@@ -98,5 +123,10 @@ def oauth_callback():  # type: ignore[no-untyped-def]
     if profile.get("nickname") and not login.member.name:
         members.update_profile(login.member.id, name=profile["nickname"])
     session.clear()
+    session.permanent = True  # expires with PERMANENT_SESSION_LIFETIME, no later than a member token
     session["member_id"] = login.member.id
-    return redirect(pending["next"])
+    try:
+        next_path = _safe_next(pending.get("next"))
+    except ValidationFailed:  # kept from before this check existed: land on the member centre
+        next_path = DEFAULT_NEXT
+    return redirect(next_path)

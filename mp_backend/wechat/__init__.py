@@ -23,6 +23,7 @@ from .clients import (
     translate_errors,
     wxa_client,
 )
+from .shared import shared_for
 from .state import EXTENSION_KEY, WeChatSettings, WeChatState, current_state
 from .tokens import storage_for
 
@@ -60,11 +61,13 @@ def init_app(app: Flask) -> None:
     """
     settings = WeChatSettings.from_config(app.config)
     storage, token_lock = storage_for(app.config.get("REDIS_URL"))
-    app.extensions[EXTENSION_KEY] = WeChatState(settings, storage, token_lock)
+    seen_once, daily_counter = shared_for(app.config.get("REDIS_URL"))
+    app.extensions[EXTENSION_KEY] = WeChatState(settings, storage, token_lock, seen_once, daily_counter)
     if settings.sandbox:
         from .fake import FakeSettings
 
-        mount = SandboxMount(app.wsgi_app, FakeSettings.from_config(app.config))
+        # One person across both apps: the sandbox answers the same unionid in each (DESIGN §5).
+        mount = SandboxMount(app.wsgi_app, FakeSettings.from_config(app.config, with_unionid=True))
         app.wsgi_app = mount  # type: ignore[method-assign]
         app.extensions[SANDBOX_EXTENSION_KEY] = mount
         log.log(

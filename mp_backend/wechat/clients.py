@@ -30,6 +30,7 @@ from wechatpy.pay import WeChatPay
 from wechatpy.session import SessionStorage
 
 from .errors import UpstreamError, WeChatCodeInvalid, WeChatLoginBlocked, WeChatRateLimited
+from .shared import DailyCounter, MemoryDailyCounter
 from .state import WeChatSettings, current_state
 from .tokens import TokenLock
 
@@ -44,8 +45,9 @@ TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 CODE_ERRCODES = frozenset({40029, 40163})  # invalid code / code been used
 RATE_LIMIT_ERRCODES = frozenset({45009, 45011})
 LOGIN_BLOCKED_ERRCODES = frozenset({40226})
-# A forced stable-token refresh invalidates the current token everywhere and WeChat allows few of
-# them a day; never more than one per this many seconds per app, across all processes.
+# A forced stable-token refresh invalidates the current token everywhere and WeChat allows 20 a day
+# per app: never more than one per interval (30 s) per app across all processes, and at most a daily
+# cap (WECHAT_FORCED_REFRESH_DAILY_CAP, 10) so that a bug or an attacker cannot spend WeChat's quota.
 FORCE_REFRESH_INTERVAL_SECONDS = 30
 
 
@@ -72,11 +74,17 @@ class ConfiguredWeChatClient(WeChatClient):
         session: SessionStorage,
         token_lock: TokenLock,
         timeout: float,
+        daily_counter: DailyCounter | None = None,
+        forced_refresh_interval: int = FORCE_REFRESH_INTERVAL_SECONDS,
+        forced_refresh_daily_cap: int = 10,
     ) -> None:
         super().__init__(appid, secret, session=session, timeout=timeout, auto_retry=False)
         self.api_root = api_root
         self.API_BASE_URL = api_root + "cgi-bin/"
         self._token_lock = token_lock
+        self._daily_counter = daily_counter or MemoryDailyCounter()
+        self._forced_refresh_interval = forced_refresh_interval
+        self._forced_refresh_daily_cap = forced_refresh_daily_cap
 
     # -- tokens ---------------------------------------------------------------------------------
 
@@ -120,7 +128,18 @@ class ConfiguredWeChatClient(WeChatClient):
         key = f"{self.access_token_key}:forced"
         if self.session.get(key):
             return False
-        self.session.set(key, 1, FORCE_REFRESH_INTERVAL_SECONDS)
+        if self._forced_refresh_interval > 0:
+            self.session.set(key, 1, self._forced_refresh_interval)
+        # Counted before asking, so that concurrent processes cannot all pass the cap together.
+        count = self._daily_counter.increment(f"forced_refresh:{self.access_token_key}")
+        if count > self._forced_refresh_daily_cap:
+            log.warning(
+                "not forcing an access-token refresh for %s: %s forced refreshes today (cap %s)",
+                self.appid,
+                count - 1,
+                self._forced_refresh_daily_cap,
+            )
+            return False
         return True
 
     def _fetch_stable_token(self, *, force_refresh: bool) -> str:
@@ -271,6 +290,9 @@ def _client(name: str, appid: str, secret: str) -> ConfiguredWeChatClient:
             session=state.storage,
             token_lock=state.token_lock,
             timeout=settings.timeout,
+            daily_counter=state.daily_counter,
+            forced_refresh_interval=settings.forced_refresh_interval,
+            forced_refresh_daily_cap=settings.forced_refresh_daily_cap,
         ),
     )
 

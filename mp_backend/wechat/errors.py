@@ -15,6 +15,7 @@ __all__ = [
     "BadMessage",
     "BadSignature",
     "MessageTooLarge",
+    "SafeModeRequired",
     "StaleRequest",
     "UpstreamError",
     "WeChatCodeInvalid",
@@ -45,6 +46,12 @@ class BadSignature(Forbidden):
     """A request on the server URL whose signature does not check out: not from WeChat."""
 
     code, message = "wechat_bad_signature", "签名校验失败"
+
+
+class SafeModeRequired(BadSignature):
+    """Plain or compatible mode while an EncodingAESKey is configured: their bodies are not signed."""
+
+    code, message = "wechat_safe_mode_required", "请在公众平台将消息加解密方式设为安全模式"
 
 
 class StaleRequest(BadSignature):

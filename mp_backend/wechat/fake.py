@@ -14,9 +14,11 @@ signatures, and answers with WeChat's own error shapes (``{"errcode", "errmsg"}`
 ``fail_next``, ``fail_code``, ``expire_tokens`` and ``delay``; it signs and sends what WeChat sends
 (server-URL messages, payment and refund notifications).
 
-Sandbox conventions: a login or OAuth code ``sandbox-<openid>`` stands for that openid; a phone code
-``sandbox-phone-<digits>`` for that number; the OAuth page asks for an openid; the pay page
-(``/wechatpay/sandbox/pay?prepay_id=...``) pays an order and sends its signed notification.
+Sandbox conventions: a login or OAuth code ``sandbox-<openid>`` stands for that openid (in either
+app, and reusable); codes from ``issue_login_code`` are single use like WeChat's (40163 on reuse); with
+``with_unionid`` (on in the sandbox of ``make run``) both apps answer unionid ``sandbox-union-<openid>``;
+a phone code ``sandbox-phone-<digits>`` stands for that number; the OAuth page asks for an openid; the
+pay page (``/wechatpay/sandbox/pay?prepay_id=...``) pays an order and sends its signed notification.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 API_PREFIX = "wechat"
 PAY_PREFIX = "wechatpay"
 SANDBOX_CODE_PREFIX = "sandbox-"
+SANDBOX_UNIONID_PREFIX = "sandbox-union-"
 PHONE_CODE_PREFIX = "sandbox-phone-"
 OPENID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CHINA = timezone(timedelta(hours=8))
@@ -72,8 +75,11 @@ class FakeSettings:
     wxa_secret: str = "sandbox-wxa-secret"
     pay_mch_id: str = "1900000109"
     pay_api_key: str = "sandboxpaykey0000000000000000000"
-    with_unionid: bool = False  # answer unionid "union-<openid>", as when the apps share an open platform
+    # Answer unionid "sandbox-union-<openid>" in both apps, as when they share an open-platform account
+    # (the sandbox of make run does, so a demo member is one person in the mini program and the H5 pages).
+    with_unionid: bool = False
     token_ttl: int = 7200
+    forced_refresh_daily_limit: int = 20  # WeChat's: force_refresh=true 20 times a day per appid, then 45009
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> FakeSettings:
@@ -273,6 +279,9 @@ class FakeWeChat:
         self._delays: dict[str, float] = {}
         self._tokens: dict[str, _Token] = {}
         self._stable: dict[str, str] = {}  # appid -> current stable token
+        self._forced_refreshes: dict[tuple[str, str], int] = {}  # (appid, day) -> forced refreshes
+        self._issued_codes: dict[str, tuple[str, str]] = {}  # single-use login code -> (appid, openid)
+        self._used_codes: set[str] = set()
         self._oauth_tokens: dict[str, _OAuthToken] = {}
         self._oauth_scopes: dict[str, str] = {}  # openid -> scope last granted on the authorize page
         self.app = self._build_app()
@@ -328,6 +337,9 @@ class FakeWeChat:
             self._delays.clear()
             self._tokens.clear()
             self._stable.clear()
+            self._forced_refreshes.clear()
+            self._issued_codes.clear()
+            self._used_codes.clear()
             self._oauth_tokens.clear()
             self._oauth_scopes.clear()
 
@@ -502,6 +514,11 @@ class FakeWeChat:
             return refused
         now = time.time()
         with self._lock:
+            if payload.get("force_refresh") is True:
+                day = (appid, datetime.now(CHINA).strftime("%Y%m%d"))
+                if self._forced_refreshes.get(day, 0) >= self.settings.forced_refresh_daily_limit:
+                    return self._error(45009, "reach max api daily quota limit")
+                self._forced_refreshes[day] = self._forced_refreshes.get(day, 0) + 1
             current = self._stable.get(appid)
             info = self._tokens.get(current) if current else None
             if payload.get("force_refresh") is True or info is None or info.revoked or info.expires_at <= now:
@@ -537,14 +554,33 @@ class FakeWeChat:
             )
         return None
 
-    def _openid_from_code(self, code: str) -> str | None:
-        if not code.startswith(SANDBOX_CODE_PREFIX):
-            return None
-        openid = code[len(SANDBOX_CODE_PREFIX) :]
-        return openid if OPENID_PATTERN.match(openid) else None
+    def issue_login_code(self, openid: str, appid: str | None = None) -> str:
+        """A login code as WeChat issues them (wx.login, OAuth): for one app, good for one exchange;
+        its reuse is errcode 40163. The sandbox's ``sandbox-<openid>`` codes stay reusable."""
+        code = "0" + secrets.token_hex(16)[:31]
+        with self._lock:
+            self._issued_codes[code] = (appid or self.settings.wxa_appid, openid)
+        return code
+
+    def _openid_from_code(self, code: str, appid: str) -> tuple[str | None, Response | None]:
+        """The openid behind ``code`` for ``appid``, or WeChat's refusal (40029 invalid, 40163 used)."""
+        if code.startswith(SANDBOX_CODE_PREFIX):
+            openid = code[len(SANDBOX_CODE_PREFIX) :]
+            if OPENID_PATTERN.match(openid):
+                return openid, None
+            return None, self._error(40029, "invalid code")
+        with self._lock:
+            if code in self._used_codes:
+                return None, self._error(40163, "code been used")
+            issued = self._issued_codes.get(code)
+            if issued is None or issued[0] != appid:
+                return None, self._error(40029, "invalid code")
+            del self._issued_codes[code]
+            self._used_codes.add(code)
+        return issued[1], None
 
     def _unionid(self, openid: str) -> dict[str, str]:
-        return {"unionid": f"union-{openid}"} if self.settings.with_unionid else {}
+        return {"unionid": sandbox_unionid(openid)} if self.settings.with_unionid else {}
 
     def _jscode2session(self) -> Response:
         args = request.args
@@ -559,9 +595,9 @@ class FakeWeChat:
         refused = self._code_refusal(code)
         if refused:
             return refused
-        openid = self._openid_from_code(code)
-        if openid is None:
-            return self._error(40029, "invalid code")
+        openid, refused = self._openid_from_code(code, self.settings.wxa_appid)
+        if refused or openid is None:
+            return refused or self._error(40029, "invalid code")
         session_key = hashlib.sha256(f"{self.settings.wxa_appid}:{openid}".encode()).digest()[:16]
         return self._json({"openid": openid, "session_key": _b64(session_key), **self._unionid(openid)})
 
@@ -703,9 +739,9 @@ class FakeWeChat:
         refused = self._code_refusal(code)
         if refused:
             return refused
-        openid = self._openid_from_code(code)
-        if openid is None:
-            return self._error(40029, "invalid code")
+        openid, refused = self._openid_from_code(code, self.settings.mp_appid)
+        if refused or openid is None:
+            return refused or self._error(40029, "invalid code")
         with self._lock:
             scope = self._oauth_scopes.get(openid, "snsapi_base")
             token = f"fake-oauth-{secrets.token_urlsafe(18)}"
@@ -1129,16 +1165,19 @@ class FakeWeChat:
         target: Any,
         xml: str,
         *,
-        encrypt: bool = False,
+        encrypt: bool | None = None,
         compatible: bool = False,
         path: str = "/wechat/mp",
         timestamp: str | None = None,
         nonce: str | None = None,
     ) -> MpReply:
         """POST ``xml`` to our server URL signed as WeChat does (``target``: a Flask test client, whose
-        request goes to ``path``, or the full URL). ``encrypt`` sends it in safe mode, ``compatible``
-        in compatible mode (plaintext beside the ciphertext); an encrypted reply is checked and
-        decrypted."""
+        request goes to ``path``, or the full URL). ``encrypt`` sends it in safe mode (the default when
+        the fake has an EncodingAESKey, as WeChat does once one is set), ``encrypt=False`` in plain
+        mode, ``compatible`` in compatible mode (plaintext beside the ciphertext); an encrypted reply is
+        checked and decrypted."""
+        if encrypt is None:
+            encrypt = bool(self.settings.mp_aes_key) and not compatible
         query = self.mp_query(timestamp=timestamp, nonce=nonce)
         fields = _flat_xml(xml) or {}
         if fields.get("FromUserName"):
@@ -1237,6 +1276,11 @@ def _button_problem(button: Any) -> tuple[int, str] | None:
 
 # ----------------------------------------------------------------------------------------------
 # Sending to our app: a Flask test client or a URL
+
+
+def sandbox_unionid(openid: str) -> str:
+    """The unionid the sandbox answers for ``openid`` in both apps (demo members are created with it)."""
+    return f"{SANDBOX_UNIONID_PREFIX}{openid}"
 
 
 def _b64(raw: bytes) -> str:

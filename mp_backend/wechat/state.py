@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from flask import current_app
 from wechatpy.session import SessionStorage
 
+from .shared import DailyCounter, MemorySeenOnce, SeenOnce, shared_for
 from .tokens import TokenLock
 
 EXTENSION_KEY = "wechat"
@@ -39,6 +40,9 @@ class WeChatSettings:
     oauth_base_url: str  # stands for https://open.weixin.qq.com/connect/
     public_base_url: str
     timeout: float
+    # Forced access-token refreshes: at most one per interval, and at most ``daily_cap`` a day per app.
+    forced_refresh_interval: int = 30
+    forced_refresh_daily_cap: int = 10
     # The merchant's API certificate, needed by refunds (secapi/). Optional: not part of Config yet.
     pay_cert_path: str | None = None
     pay_key_path: str | None = None
@@ -61,6 +65,8 @@ class WeChatSettings:
             oauth_base_url=_root(config.get("WECHAT_OAUTH_BASE_URL") or "https://open.weixin.qq.com/connect/"),
             public_base_url=public,
             timeout=float(config.get("WECHAT_HTTP_TIMEOUT") or DEFAULT_TIMEOUT_SECONDS),
+            forced_refresh_interval=int(config.get("WECHAT_FORCED_REFRESH_INTERVAL", 30)),
+            forced_refresh_daily_cap=int(config.get("WECHAT_FORCED_REFRESH_DAILY_CAP", 10)),
             pay_cert_path=config.get("WECHAT_PAY_CERT_PATH") or None,
             pay_key_path=config.get("WECHAT_PAY_KEY_PATH") or None,
         )
@@ -69,10 +75,19 @@ class WeChatSettings:
 class WeChatState:
     """One per app. Clients are built once and reused: each holds a pooled HTTP session."""
 
-    def __init__(self, settings: WeChatSettings, storage: SessionStorage, token_lock: TokenLock) -> None:
+    def __init__(
+        self,
+        settings: WeChatSettings,
+        storage: SessionStorage,
+        token_lock: TokenLock,
+        seen_once: SeenOnce | None = None,
+        daily_counter: DailyCounter | None = None,
+    ) -> None:
         self.settings = settings
         self.storage = storage
         self.token_lock = token_lock
+        self.seen_once = seen_once or MemorySeenOnce()
+        self.daily_counter = daily_counter or shared_for(None)[1]
         self._clients: dict[str, Any] = {}
         self._guard = threading.Lock()
 

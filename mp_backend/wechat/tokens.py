@@ -131,5 +131,8 @@ def storage_for(redis_url: str | None) -> tuple[SessionStorage, TokenLock]:
 
 
 def clear_process_storage() -> None:
-    """Forget every token held in this process (tests that count token requests start from zero)."""
+    """Forget every token (and forced-refresh count) held in this process: tests start from zero."""
+    from .shared import PROCESS_DAILY_COUNTER
+
     _PROCESS_STORAGE.clear()
+    PROCESS_DAILY_COUNTER.clear()

@@ -10,6 +10,7 @@ session would leak from one request into the next, which no deployment does.)
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -45,6 +46,18 @@ def fake() -> Iterator[FakeWeChatServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fake_with_unionid(fake: FakeWeChatServer) -> Iterator[FakeWeChatServer]:
+    """The fake answers unionid ``sandbox-union-<openid>`` in both apps, as when they share an
+    open-platform account (the sandbox of ``make run`` does)."""
+    original = fake.settings
+    fake.settings = dataclasses.replace(original, with_unionid=True)
+    try:
+        yield fake
+    finally:
+        fake.settings = original
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ the callback, the session cookie, and what must never happen (a forged state, an
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -271,3 +273,47 @@ def test_oauth_timeout_is_502(client, fake: FakeWeChatServer):
     assert response.status_code == 502
     assert error_of(response)["code"] == "wechat_unavailable"
     assert member_ids() == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/a\r\nSet-Cookie: session=forged",
+        "/a\nLocation: https://evil.example",
+        "/a\x00b",
+        "/member//evil.example",
+        "/" + "a" * 600,
+    ],
+    ids=["crlf-set-cookie", "lf-location", "nul", "double-slash", "too-long"],
+)
+def test_next_with_control_characters_or_double_slashes_is_invalid_next(client, fake: FakeWeChatServer, target):
+    # given a "next" that would split the Location header of the callback's redirect
+    response = client.get("/wechat/oauth", query_string={"next": target})
+    # then it is refused at once, and nobody can be logged in with it
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_next"
+    assert "Set-Cookie: session=forged" not in str(response.headers)
+    assert member_ids() == []
+
+
+@pytest.mark.parametrize("state", ["é", "x" * 5_000, "\x00"])
+def test_callback_with_an_odd_state_is_400_never_500(client, fake: FakeWeChatServer, state):
+    start(client, next="/static/member.html")
+    response = client.get("/wechat/oauth/callback", query_string={"code": "sandbox-alice", "state": state})
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "oauth_state_invalid"
+    assert member_ids() == []
+
+
+def test_session_cookie_is_secure_httponly_and_expires_with_the_member_token(client, fake: FakeWeChatServer, app):
+    # given the site is served over https (PUBLIC_BASE_URL) and a member logs in through OAuth
+    url, args = start(client, next="/static/member.html")
+    path, back = authorize(fake, url, "alice")
+    response = client.get(path, query_string=back)
+    # then the session cookie is Secure and HttpOnly, and expires no later than a member token would
+    cookie = next(value for value in response.headers.getlist("Set-Cookie") if value.startswith("session="))
+    attributes = [part.strip().lower() for part in cookie.split(";")]
+    assert "secure" in attributes and "httponly" in attributes
+    expires = parsedate_to_datetime(next(part.split("=", 1)[1] for part in attributes if part.startswith("expires=")))
+    lifetime = (expires - datetime.now(UTC)).total_seconds()
+    assert 0 < lifetime <= app.config["MEMBER_TOKEN_MAX_AGE"] + 5

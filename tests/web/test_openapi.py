@@ -3,6 +3,9 @@ and our one error shape; and what it documents is what the server does."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -181,3 +184,18 @@ def assert_fits(spec: dict[str, Any], schema: dict[str, Any], value: Any, where:
         assert isinstance(value, str), f"{where}: {value!r}"
     elif kind == "boolean":
         assert isinstance(value, bool), f"{where}: {value!r}"
+
+
+def test_every_readme_section_the_document_points_to_exists(spec):
+    # given the README's headings
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    headings = {line.lstrip("#").strip() for line in readme.splitlines() if line.startswith("#")}
+    # when the document mentions the README anywhere
+    text = json.dumps(spec, ensure_ascii=False)
+    mentions = re.findall(r"README[^\"]*", text)
+    # then each mention names a section, and that section exists
+    assert mentions
+    for mention in mentions:
+        sections = re.findall(r"“([^”]+)”", mention)
+        assert sections, f"{mention!r} names no README section"
+        assert set(sections) <= headings, f"{mention!r}: no such README section"

@@ -23,10 +23,11 @@ from tests.web.conftest import PUBLIC_BASE_URL, error_of, member_ids, member_row
 MP_APPID = "wxsandboxmp0000001"
 ORIGINAL_ID = "gh_sandbox000001"
 MEMBER_CENTRE = f"{PUBLIC_BASE_URL}/member"
+# Plain mode is served only while no EncodingAESKey is configured; with one, only safe mode.
+PLAIN_ONLY = {"WECHAT_MP_AES_KEY": ""}
 MODES = [
-    pytest.param({}, id="plain"),
-    pytest.param({"compatible": True}, id="compatible"),
-    pytest.param({"encrypt": True}, id="safe"),
+    pytest.param({"encrypt": False}, PLAIN_ONLY, id="plain"),
+    pytest.param({"encrypt": True}, {}, id="safe"),
 ]
 
 
@@ -128,7 +129,7 @@ def expected_balance_lines(card_no: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("mode", "app_overrides"), MODES)
 @pytest.mark.parametrize(
     "make_message",
     [
@@ -145,7 +146,7 @@ def test_balance_reply(client, fake: FakeWeChatServer, mode, make_message):
     reply = fake.mp_post(client, make_message(fake, "o-alice"), **mode)
     # then the answer is a text to them, from the official account, stating each figure
     assert reply.status == 200
-    assert reply.encrypted is bool(mode)
+    assert reply.encrypted is mode["encrypt"]
     assert reply.fields is not None
     assert reply.fields["ToUserName"] == "o-alice"
     assert reply.fields["FromUserName"] == ORIGINAL_ID
@@ -202,7 +203,7 @@ def test_other_text_gets_no_reply(client, fake: FakeWeChatServer):
 # Subscribe / unsubscribe
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("mode", "app_overrides"), MODES)
 def test_subscribe_creates_the_member_and_welcomes_them(client, fake: FakeWeChatServer, mode):
     # given a stranger
     assert member_ids() == []
@@ -254,7 +255,7 @@ def test_subscribing_again_keeps_the_member(client, fake: FakeWeChatServer):
     assert ledger.get_balance(member_id).principal_fen == 1_000
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("mode", "app_overrides"), MODES)
 def test_unsubscribe_keeps_the_member_and_the_money(client, fake: FakeWeChatServer, mode):
     # given a subscribed member with money
     member_id = mp_member("o-alice", 1_000, 230)
@@ -279,7 +280,7 @@ def test_unsubscribe_of_a_stranger_creates_nobody(client, fake: FakeWeChatServer
 # Acknowledged, nothing else
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("mode", "app_overrides"), MODES)
 @pytest.mark.parametrize("sender", ["o-alice", "o-stranger"])
 @pytest.mark.parametrize(
     "make_message",
@@ -323,6 +324,7 @@ def test_correct_aes_request_passes(client, fake: FakeWeChatServer):
     assert len(member_ids()) == 1
 
 
+@pytest.mark.parametrize("app_overrides", [PLAIN_ONLY])
 def test_wrong_plain_signature_is_403(client, fake: FakeWeChatServer):
     query = signed_query(fake)
     query["signature"] = "0" * 40
@@ -340,27 +342,34 @@ def test_stale_message_is_403(client, fake: FakeWeChatServer):
     assert member_ids() == []
 
 
-def test_compatible_mode_reads_only_the_encrypted_part(client, fake: FakeWeChatServer):
+def test_compatible_mode_is_refused_once_an_aes_key_is_set(client, fake: FakeWeChatServer):
     # given a compatible-mode request whose plaintext copy was altered to another openid (not signed)
     mp_member("o-victim", 9_900)
+    before = snapshot()
     query, _body = aes_request(fake, fake.click_event("o-alice", "MY_BALANCE"))
     encrypted = _body.split("<Encrypt>")[1].split("</Encrypt>")[0]
     forged_plain = fake.click_event("o-victim", "MY_BALANCE")
     body = forged_plain.replace("</xml>", f"<Encrypt>{encrypted}</Encrypt></xml>")
     # when it arrives
     response = client.post("/wechat/mp", query_string=query, data=body, content_type="text/xml")
-    # then the answer is about (and to) the sender in the signed part, never the victim
-    assert response.status_code == 200
-    text = response.get_data(as_text=True)
-    s = fake.settings
-    plain = WeChatCrypto(s.mp_token, s.mp_aes_key, s.mp_appid).decrypt_message(
-        text,
-        text.split("<MsgSignature><![CDATA[")[1].split("]]>")[0],
-        text.split("<TimeStamp>")[1].split("</TimeStamp>")[0],
-        text.split("<Nonce><![CDATA[")[1].split("]]>")[0],
-    )
-    assert "<ToUserName><![CDATA[o-alice]]></ToUserName>" in plain
-    assert "99.00" not in plain
+    # then it is refused (only safe mode is read), says nothing about anyone, and changes nothing
+    assert response.status_code == 403
+    assert error_of(response)["code"] == "wechat_safe_mode_required"
+    assert "99.00" not in response.get_data(as_text=True)
+    assert snapshot() == before
+
+
+def test_plain_mode_is_refused_once_an_aes_key_is_set(client, fake: FakeWeChatServer):
+    # given a correctly signed plain-mode query (its signature covers no body) naming a member
+    mp_member("o-victim", 9_900)
+    before = snapshot()
+    # when it is sent with a body asking for that member's balance
+    reply = fake.mp_post(client, fake.click_event("o-victim", "MY_BALANCE"), encrypt=False)
+    # then it is refused without a word about the member
+    assert reply.status == 403
+    assert "wechat_safe_mode_required" in reply.body
+    assert "99.00" not in reply.body
+    assert snapshot() == before
 
 
 def test_oversized_body_is_413(client, fake: FakeWeChatServer):
@@ -372,6 +381,7 @@ def test_oversized_body_is_413(client, fake: FakeWeChatServer):
     assert member_ids() == []
 
 
+@pytest.mark.parametrize("app_overrides", [PLAIN_ONLY])
 def test_body_just_under_the_limit_is_read(client, fake: FakeWeChatServer):
     mp_member("o-alice", 100)
     xml = fake.text_message("o-alice", "余额")
@@ -406,6 +416,7 @@ ENTITY_BODIES = [
 ]
 
 
+@pytest.mark.parametrize("app_overrides", [PLAIN_ONLY])
 @pytest.mark.parametrize("body", ENTITY_BODIES)
 def test_doctype_and_entities_are_400_in_plain_mode(client, fake: FakeWeChatServer, body):
     response = client.post("/wechat/mp", query_string=signed_query(fake), data=body, content_type="text/xml")
@@ -423,6 +434,7 @@ def test_doctype_and_entities_are_400_inside_the_encrypted_part(client, fake: Fa
     assert member_ids() == []
 
 
+@pytest.mark.parametrize("app_overrides", [PLAIN_ONLY])
 @pytest.mark.parametrize(
     "body",
     [
@@ -487,3 +499,148 @@ def test_no_ledger_rows_from_any_message(client, fake: FakeWeChatServer):
         assert fake.mp_post(client, xml, encrypt=True).status == 200
     assert count_rows("ledger_entry") == rows
     assert db.session.scalars(select(LedgerEntry.kind).order_by(LedgerEntry.id)).all() == ["credit", "credit", "hold"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Replays, absurd timestamps, forged identities, bodies refused before they are read
+
+
+def test_a_safe_mode_request_replayed_byte_for_byte_is_acted_on_once(client, fake: FakeWeChatServer):
+    # given a follower asking for their balance in safe mode
+    mp_member("o-alice", 1_000)
+    query, body = aes_request(fake, fake.text_message("o-alice", "余额"))
+    first = client.post("/wechat/mp", query_string=query, data=body, content_type="text/xml")
+    # when the very same request arrives again within the timestamp window
+    again = client.post("/wechat/mp", query_string=query, data=body, content_type="text/xml")
+    # then the first is answered with the balance, the repeat only with WeChat's "success"
+    assert first.status_code == 200 and "<Encrypt>" in first.get_data(as_text=True)
+    assert (again.status_code, again.get_data(as_text=True)) == (200, "success")
+
+
+def test_wechats_retry_of_a_message_with_a_new_nonce_is_acted_on_once(client, fake: FakeWeChatServer):
+    # given a text message WeChat delivers twice (its retry has the same MsgId, a new signature)
+    mp_member("o-alice", 1_000)
+    xml = fake.text_message("o-alice", "余额", msg_id=1234567890123)
+    # when both arrive
+    first = fake.mp_post(client, xml)
+    retry = fake.mp_post(client, xml)
+    # then only the first is answered
+    assert first.content is not None and "余额：10.00 元" in first.content
+    assert (retry.status, retry.body) == (200, "success")
+
+
+def test_a_repeated_subscribe_event_creates_one_member(client, fake: FakeWeChatServer):
+    # events have no MsgId: FromUserName + CreateTime identify them
+    xml = fake.event("o-new", "subscribe")
+    assert "欢迎" in (fake.mp_post(client, xml).content or "")
+    assert fake.mp_post(client, xml).body == "success"
+    assert len(member_ids()) == 1
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["9" * 320, "1" * 13, "-1", "1e9", "١٧٠٠٠٠٠٠٠٠"],
+    ids=["320-digits", "13-digits", "neg", "exp", "arabic"],
+)
+def test_an_unsigned_aes_request_with_an_absurd_timestamp_is_a_clean_403(client, fake: FakeWeChatServer, timestamp):
+    # given an AES-mode request without a valid msg_signature, whose timestamp no clock could hold
+    query = {"encrypt_type": "aes", "msg_signature": "0" * 40, "timestamp": timestamp, "nonce": "1"}
+    body = f"<xml><ToUserName>{ORIGINAL_ID}</ToUserName><Encrypt>AAAA</Encrypt></xml>"
+    response = client.post("/wechat/mp", query_string=query, data=body, content_type="text/xml")
+    # then the signature is checked first: a 403, never an OverflowError
+    assert response.status_code == 403
+    assert error_of(response)["code"] == "wechat_bad_signature"
+
+
+def test_a_signed_request_with_a_320_digit_timestamp_is_stale(client, fake: FakeWeChatServer):
+    mp_member("o-alice", 1_000)
+    reply = fake.mp_post(client, fake.text_message("o-alice", "余额"), timestamp="9" * 320)
+    assert reply.status == 403
+    assert "wechat_stale_request" in reply.body
+
+
+def _with_sender(fake: FakeWeChatServer, sender_xml: str) -> str:
+    good = fake.text_message("o-placeholder", "余额")
+    return good.replace("<FromUserName><![CDATA[o-placeholder]]></FromUserName>", sender_xml)
+
+
+@pytest.mark.parametrize(
+    "sender_xml",
+    [
+        pytest.param("", id="missing"),
+        pytest.param("<FromUserName><a>1</a></FromUserName>", id="nested"),
+        pytest.param("<FromUserName>x</FromUserName><FromUserName>y</FromUserName>", id="repeated"),
+        pytest.param(f"<FromUserName>{'o' * 60_000}</FromUserName>", id="huge"),
+        pytest.param("<FromUserName>o-" + "x" * 63 + "</FromUserName>", id="65-chars"),
+        pytest.param("<FromUserName>o alice</FromUserName>", id="space"),
+        pytest.param("<FromUserName></FromUserName>", id="empty"),
+        pytest.param("<FromUserName>None</FromUserName><FromUserName>None</FromUserName>", id="twice-same"),
+    ],
+)
+def test_a_message_whose_sender_is_not_one_plain_openid_is_refused(client, fake: FakeWeChatServer, sender_xml):
+    # given a correctly encrypted and signed message whose FromUserName is not one sane openid
+    xml = _with_sender(fake, sender_xml)
+    # when it arrives, then it is refused and nobody is created
+    reply = fake.mp_post(client, xml)
+    assert reply.status in (400, 413), reply.body
+    assert member_ids() == []
+
+
+@pytest.mark.parametrize(
+    "recipient_xml",
+    [
+        pytest.param("", id="missing"),
+        pytest.param(f"<ToUserName><x>{ORIGINAL_ID}</x></ToUserName>", id="nested"),
+        pytest.param(f"<ToUserName>{ORIGINAL_ID}</ToUserName><ToUserName>gh_other</ToUserName>", id="repeated"),
+        pytest.param(f"<ToUserName>{'g' * 5_000}</ToUserName>", id="huge"),
+    ],
+)
+def test_a_message_whose_recipient_is_not_one_plain_id_is_refused(client, fake: FakeWeChatServer, recipient_xml):
+    xml = fake.event("o-new", "subscribe")
+    xml = xml.replace(f"<ToUserName><![CDATA[{ORIGINAL_ID}]]></ToUserName>", recipient_xml)
+    reply = fake.mp_post(client, xml)
+    assert reply.status == 400, reply.body
+    assert member_ids() == []
+
+
+class _UnreadableStream:
+    """A request body that fails the test if anything reads it."""
+
+    def read(self, *args):  # type: ignore[no-untyped-def]
+        raise AssertionError("the body was read")
+
+    readline = readlines = read
+
+    def tell(self) -> int:
+        return 0
+
+    def seek(self, *args) -> int:  # type: ignore[no-untyped-def]
+        return 0
+
+
+@pytest.mark.parametrize("path", ["/wechat/mp", "/api/auth/wxa-login", "/admin/api/auth/login"])
+def test_a_huge_declared_body_is_413_before_it_is_read(client, fake: FakeWeChatServer, path):
+    # given a request declaring 300 MB (an unsigned POST to the server URL, or a JSON login)
+    query = fake.mp_query() if path == "/wechat/mp" else {}
+    response = client.post(
+        path,
+        query_string=query,
+        environ_overrides={"wsgi.input": _UnreadableStream(), "CONTENT_LENGTH": str(300 * 1024 * 1024)},
+        content_type="text/xml" if path == "/wechat/mp" else "application/json",
+    )
+    # then it is refused by its declared length, with the JSON error body, without reading a byte
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "payload_too_large"
+    assert member_ids() == []
+
+
+def test_a_mini_program_member_asking_the_official_account_is_found_by_unionid(client, fake_with_unionid):
+    # given alice, known from the mini program only (unionid sandbox-union-alice), with 10.00
+    login = client.post("/api/auth/wxa-login", json={"code": "sandbox-alice"})
+    member_id = login.get_json()["member"]["id"]
+    ledger.credit(member_id, 1_000, key="alice-p", operator="test")
+    # when she asks the official account for her balance (its messages carry her openid, no unionid)
+    reply = fake_with_unionid.mp_post(client, fake_with_unionid.text_message("alice", "余额"))
+    # then WeChat's user info gives her unionid: she is the same member, with her 10.00
+    assert reply.content is not None and "余额：10.00 元" in reply.content
+    assert member_ids() == [member_id]

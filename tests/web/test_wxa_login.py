@@ -3,7 +3,6 @@ with the fake WeChat answering jscode2session and getuserphonenumber."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -68,19 +67,8 @@ def test_two_openids_are_two_members(client):
     assert len(member_ids()) == 2
 
 
-@pytest.fixture
-def fake_with_unionid(fake: FakeWeChatServer):  # type: ignore[no-untyped-def]
-    """The fake answers a unionid (``union-<openid>``), as when both apps share an open-platform account."""
-    original = fake.settings
-    fake.settings = dataclasses.replace(original, with_unionid=True)
-    try:
-        yield fake
-    finally:
-        fake.settings = original
-
-
 def test_unionid_links_the_official_account_and_the_mini_program(client, fake_with_unionid):
-    # given alice logged in on an H5 page through the official account's OAuth (unionid union-alice)
+    # given alice logged in on an H5 page through the official account's OAuth (unionid sandbox-union-alice)
     start = client.get("/wechat/oauth", query_string={"next": "/static/member.html"})
     assert start.status_code == 302
     state = parse_qs(urlsplit(start.location).query)["state"][0]
@@ -96,7 +84,7 @@ def test_unionid_links_the_official_account_and_the_mini_program(client, fake_wi
     assert body["member"]["id"] == h5_member["id"]
     assert member_ids() == [h5_member["id"]]
     assert openids_of(h5_member["id"]) == {(MP_APPID, "alice"), (WXA_APPID, "alice")}
-    assert member_row(h5_member["id"]).unionid == "union-alice"
+    assert member_row(h5_member["id"]).unionid == "sandbox-union-alice"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -381,3 +369,16 @@ def test_a_phone_bound_to_one_member_is_not_given_to_another(client, wxa_login):
     assert response.status_code == 409
     assert error_of(response)["code"] == "phone_taken"
     assert member_row(bob["member"]["id"]).phone is None
+
+
+def test_a_login_code_used_twice_is_refused_the_second_time(client, fake: FakeWeChatServer):
+    # given a code from wx.login(), as WeChat issues them: good for one exchange
+    code = fake.issue_login_code("alice")
+    first = client.post("/api/auth/wxa-login", json={"code": code})
+    # when it is sent again (a replayed or intercepted login)
+    again = client.post("/api/auth/wxa-login", json={"code": code})
+    # then WeChat's 40163 is a 400 wechat_code_invalid, and no second member appears
+    assert first.status_code == 200
+    assert again.status_code == 400
+    assert error_of(again)["code"] == "wechat_code_invalid"
+    assert member_ids() == [first.get_json()["member"]["id"]]

@@ -18,6 +18,7 @@ from mp_backend.wechat import (
     mp_client,
     oauth_client,
     pay_client,
+    translate_errors,
     wxa_client,
 )
 from mp_backend.wechat.errors import UpstreamError, WeChatCodeInvalid, WeChatLoginBlocked, WeChatRateLimited
@@ -242,7 +243,7 @@ def test_jscode2session_returns_the_unionid_when_there_is_one(wechat_app: Flask)
     assert jscode2session("sandbox-alice") == {
         "openid": "alice",
         "session_key": jscode2session("sandbox-alice")["session_key"],
-        "unionid": "union-alice",
+        "unionid": "sandbox-union-alice",
     }
 
 
@@ -417,3 +418,22 @@ def test_pay_with_a_wrong_key_is_refused_by_the_fake(fake: FakeWeChatServer) -> 
         create_order("wxsandboxmp0000001")
     assert (refused.value.return_code, refused.value.return_msg) == ("FAIL", "签名错误")
     assert fake.orders == {}
+
+
+def test_forced_refreshes_stop_at_the_daily_cap_and_answer_502(fake: FakeWeChatServer) -> None:
+    # given an app that may force 2 refreshes a day (no 30 s spacing, to reach the cap in one test)
+    app = make_wechat_app(fake, WECHAT_FORCED_REFRESH_DAILY_CAP=2, WECHAT_FORCED_REFRESH_INTERVAL=0)
+    with app.app_context():
+        mp_client().user.get("alice")
+        # and WeChat keeps refusing the token the stable endpoint keeps handing back
+        fake.fail_next("cgi-bin/user/info", errcode=40001, times=100)
+        # when the refusal comes four times
+        for _ in range(4):
+            with pytest.raises(AppError) as refused, translate_errors("user info"):
+                mp_client().user.get("alice")
+            # then each time it is a clean 502 wechat_unavailable
+            assert (refused.value.status, refused.value.code) == (502, "wechat_unavailable")
+    # and only the first two forced a refresh: past the cap we stop forcing
+    forced = [call["force_refresh"] for call in token_fetches(fake)]
+    assert forced.count(True) == 2
+    assert forced == [False, False, True, False, True, False, False]  # normal mode first, every time

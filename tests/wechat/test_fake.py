@@ -16,7 +16,7 @@ from wechatpy.pay import WeChatPay
 from mp_backend import wechat
 from mp_backend.errors import UpstreamError
 from mp_backend.wechat import mp_client, pay_client
-from mp_backend.wechat.fake import FakeWeChatServer, _flat_xml, create_fake_app, signed_pay_xml
+from mp_backend.wechat.fake import FakeSettings, FakeWeChatServer, _flat_xml, create_fake_app, signed_pay_xml
 from mp_backend.wechat.menu import load_menu, push_menu
 
 from .conftest import PUBLIC_BASE_URL, serve
@@ -408,3 +408,50 @@ def test_fake_app_exposes_its_state() -> None:
     app = create_fake_app()
     app.test_client().get("/wechat/cgi-bin/menu/get")
     assert app.extensions["fake_wechat"].calls_to("cgi-bin/menu/get")
+
+
+def test_forced_refreshes_are_limited_per_app_and_day(fake: FakeWeChatServer) -> None:
+    # WeChat: force_refresh=true 20 times a day per appid, then errcode 45009 (normal mode still works)
+    forced = [stable_token(fake, force_refresh=True) for _ in range(21)]
+    assert all("access_token" in answer for answer in forced[:20])
+    assert forced[20]["errcode"] == 45009
+    assert "access_token" in stable_token(fake)
+    other_app = stable_token(fake, appid="wxsandboxwxa000001", secret="sandbox-wxa-secret", force_refresh=True)
+    assert "access_token" in other_app
+
+
+def jscode2session_answer(fake: FakeWeChatServer, code: str) -> dict[str, Any]:
+    return api(
+        fake,
+        "sns/jscode2session",
+        appid=fake.settings.wxa_appid,
+        secret=fake.settings.wxa_secret,
+        js_code=code,
+        grant_type="authorization_code",
+    )
+
+
+def test_issued_login_codes_are_single_use_while_sandbox_codes_are_reusable(fake: FakeWeChatServer) -> None:
+    # a code as wx.login() gives it: one exchange, then 40163 "code been used"
+    code = fake.issue_login_code("alice")
+    assert jscode2session_answer(fake, code)["openid"] == "alice"
+    assert jscode2session_answer(fake, code)["errcode"] == 40163
+    # a code of the official account is no code of the mini program
+    assert jscode2session_answer(fake, fake.issue_login_code("alice", fake.settings.mp_appid))["errcode"] == 40029
+    # the sandbox's sandbox-<openid> codes may be used again and again
+    assert jscode2session_answer(fake, "sandbox-alice")["openid"] == "alice"
+    assert jscode2session_answer(fake, "sandbox-alice")["openid"] == "alice"
+
+
+@pytest.mark.parametrize("fake_settings", [FakeSettings(with_unionid=True)])
+def test_both_apps_answer_one_unionid_for_a_sandbox_openid(fake: FakeWeChatServer) -> None:
+    wxa = jscode2session_answer(fake, "sandbox-alice")
+    oauth = api(
+        fake,
+        "sns/oauth2/access_token",
+        appid=fake.settings.mp_appid,
+        secret=fake.settings.mp_secret,
+        code="sandbox-alice",
+        grant_type="authorization_code",
+    )
+    assert wxa["unionid"] == oauth["unionid"] == "sandbox-union-alice"

@@ -16,7 +16,7 @@ from werkzeug.datastructures import MultiDict
 
 from mp_backend import wechat
 from mp_backend.wechat import server
-from mp_backend.wechat.errors import BadMessage, BadSignature, MessageTooLarge, StaleRequest
+from mp_backend.wechat.errors import BadMessage, BadSignature, MessageTooLarge, SafeModeRequired, StaleRequest
 from mp_backend.wechat.fake import FakeWeChat, server_signature
 from mp_backend.wechat.server import ServerCredentials, check_signature, parse_message, verify_url
 
@@ -90,17 +90,30 @@ def test_plain_signature_mismatch(token: str, signature: str, nonce: str) -> Non
     assert type(refused.value) is BadSignature and refused.value.status == 403
 
 
-def test_official_compatible_mode_sample_is_decrypted() -> None:
+def test_official_compatible_mode_sample_is_refused() -> None:
+    # Compatible mode's plaintext copy is not signed: with an EncodingAESKey, only safe mode is read.
     args = {
         "encrypt_type": "aes",
         "msg_signature": SAMPLE_MSG_SIGNATURE,
         "timestamp": SAMPLE_TIMESTAMP,
         "nonce": SAMPLE_NONCE,
     }
+    with pytest.raises(SafeModeRequired) as refused:
+        parse_message(SAMPLE_FROM_XML.encode(), args, credentials=SAMPLE_CREDENTIALS, now=int(SAMPLE_TIMESTAMP) + 1)
+    assert refused.value.status == 403
 
-    inbound = parse_message(
-        SAMPLE_FROM_XML.encode(), args, credentials=SAMPLE_CREDENTIALS, now=int(SAMPLE_TIMESTAMP) + 1
-    )
+
+def test_official_sample_ciphertext_is_decrypted_in_safe_mode() -> None:
+    args = {
+        "encrypt_type": "aes",
+        "msg_signature": SAMPLE_MSG_SIGNATURE,
+        "timestamp": SAMPLE_TIMESTAMP,
+        "nonce": SAMPLE_NONCE,
+    }
+    encrypted = SAMPLE_FROM_XML.split("<Encrypt>")[1].split("</Encrypt>")[0]
+    envelope = f"<xml><ToUserName><![CDATA[gh_10f6c3c3ac5a]]></ToUserName><Encrypt>{encrypted}</Encrypt></xml>"
+
+    inbound = parse_message(envelope.encode(), args, credentials=SAMPLE_CREDENTIALS, now=int(SAMPLE_TIMESTAMP) + 1)
 
     message = inbound.message
     assert isinstance(message, TextMessage)
@@ -202,7 +215,7 @@ def _fields(xml: str) -> dict[str, str]:
 
 def test_nothing_to_say_is_success_in_every_mode() -> None:
     fake = FakeWeChat()
-    creds = ServerCredentials(fake.settings.mp_token, fake.settings.mp_aes_key, fake.settings.mp_appid)
+    creds = ServerCredentials(fake.settings.mp_token, "", fake.settings.mp_appid)
     inbound = parse_message(fake.text_message("alice", "hi").encode(), fake.mp_query(), credentials=creds)
     assert inbound.reply(None) == "success"
     assert not inbound.encrypted
@@ -211,6 +224,8 @@ def test_nothing_to_say_is_success_in_every_mode() -> None:
 # -- refusals ----------------------------------------------------------------------------------------
 
 CREDS = ServerCredentials("sandboxtoken", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "wxsandboxmp0000001")
+# Plain mode is read only while no EncodingAESKey is configured.
+PLAIN_CREDS = ServerCredentials(CREDS.token, "", CREDS.appid)
 
 
 def signed_args(timestamp: int | None = None, **extra: str) -> dict[str, str]:
@@ -225,20 +240,20 @@ TEXT = FakeWeChat().text_message("alice", "余额").encode()
 def test_stale_or_future_timestamp_is_refused(offset: int) -> None:
     now = int(time.time())
     with pytest.raises(StaleRequest) as refused:
-        parse_message(TEXT, signed_args(now + offset), credentials=CREDS, now=now)
+        parse_message(TEXT, signed_args(now + offset), credentials=PLAIN_CREDS, now=now)
     assert refused.value.status == 403
 
 
 @pytest.mark.parametrize("offset", [-299, 0, 299])
 def test_timestamp_within_five_minutes_is_accepted(offset: int) -> None:
     now = int(time.time())
-    assert parse_message(TEXT, signed_args(now + offset), credentials=CREDS, now=now).message.content == "余额"
+    assert parse_message(TEXT, signed_args(now + offset), credentials=PLAIN_CREDS, now=now).message.content == "余额"
 
 
 def test_non_numeric_timestamp_is_refused() -> None:
     args = {"signature": server_signature(CREDS.token, "soon", "1"), "timestamp": "soon", "nonce": "1"}
     with pytest.raises(StaleRequest):
-        parse_message(TEXT, args, credentials=CREDS)
+        parse_message(TEXT, args, credentials=PLAIN_CREDS)
 
 
 def test_wrong_signature_is_refused(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -247,7 +262,7 @@ def test_wrong_signature_is_refused(caplog: pytest.LogCaptureFixture, monkeypatc
     args = signed_args()
     args["signature"] = "0" * 40
     with pytest.raises(BadSignature):
-        parse_message(TEXT, args, credentials=CREDS, remote_addr="203.0.113.9")
+        parse_message(TEXT, args, credentials=PLAIN_CREDS, remote_addr="203.0.113.9")
     assert "203.0.113.9" in caplog.text and "wrong signature" in caplog.text
 
 
@@ -255,7 +270,7 @@ def test_missing_signature_is_refused() -> None:
     args = signed_args()
     del args["signature"]
     with pytest.raises(BadSignature):
-        parse_message(TEXT, args, credentials=CREDS)
+        parse_message(TEXT, args, credentials=PLAIN_CREDS)
 
 
 def test_oversized_body_is_refused_before_anything_else() -> None:
@@ -263,7 +278,7 @@ def test_oversized_body_is_refused_before_anything_else() -> None:
     args = signed_args()
     args["signature"] = "0" * 40  # even before the signature: we do not hash what we will not read
     with pytest.raises(MessageTooLarge) as refused:
-        parse_message(body, args, credentials=CREDS)
+        parse_message(body, args, credentials=PLAIN_CREDS)
     assert refused.value.status == 413
 
 
@@ -271,7 +286,7 @@ def test_body_of_exactly_64_kib_is_read() -> None:
     padding = 64 * 1024 - len(TEXT) - len(b"<Pad></Pad>")
     body = TEXT.replace(b"</xml>", b"<Pad>" + b"x" * padding + b"</Pad></xml>")
     assert len(body) == 64 * 1024
-    assert parse_message(body, signed_args(), credentials=CREDS).message.content == "余额"
+    assert parse_message(body, signed_args(), credentials=PLAIN_CREDS).message.content == "余额"
 
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
@@ -299,7 +314,7 @@ def wechatpy_parser_must_not_run(monkeypatch: pytest.MonkeyPatch) -> Iterator[No
 @pytest.mark.parametrize("body", [BILLION_LAUGHS, XXE, BARE_DOCTYPE], ids=["entities", "xxe", "doctype"])
 def test_doctype_and_entities_are_refused_in_plain_mode(body: bytes) -> None:
     with pytest.raises(BadMessage) as refused:
-        parse_message(body, signed_args(), credentials=CREDS)
+        parse_message(body, signed_args(), credentials=PLAIN_CREDS)
     assert refused.value.status == 400
 
 
@@ -324,7 +339,7 @@ def test_doctype_and_entities_are_refused_inside_the_ciphertext(body: bytes) -> 
 )
 def test_unreadable_bodies_are_refused(body: bytes) -> None:
     with pytest.raises(BadMessage):
-        parse_message(body, signed_args(), credentials=CREDS)
+        parse_message(body, signed_args(), credentials=PLAIN_CREDS)
 
 
 def test_unknown_encrypt_type_is_refused() -> None:
@@ -341,7 +356,7 @@ def test_aes_mode_with_wrong_plain_signature_is_refused() -> None:
     args = signed_args(encrypt_type="aes", msg_signature="0" * 40)
     args["signature"] = "1" * 40
     with pytest.raises(BadSignature):
-        parse_message(TEXT, args, credentials=CREDS)
+        parse_message(TEXT, args, credentials=PLAIN_CREDS)
 
 
 # -- URL verification -------------------------------------------------------------------------------
@@ -362,11 +377,11 @@ def test_verify_url_with_a_wrong_signature() -> None:
 # -- through HTTP, as WeChat sends it: plain, compatible and safe mode ---------------------------------
 
 
-@pytest.fixture
-def mp_app() -> Flask:
+def make_mp_app(**overrides: Any) -> Flask:
     """A stand-in for the /wechat/mp blueprint: parse, answer the balance question."""
     app = Flask(__name__)
-    app.config.update(TESTING=True, WECHAT_SANDBOX=False, **FakeWeChat().app_config("http://x/", "http://x/"))
+    config = {**FakeWeChat().app_config("http://x/", "http://x/"), **overrides}
+    app.config.update(TESTING=True, WECHAT_SANDBOX=False, **config)
     wechat.init_app(app)
 
     @app.route("/wechat/mp", methods=["GET", "POST"])
@@ -388,15 +403,17 @@ def mp_app() -> Flask:
     return app
 
 
-@pytest.mark.parametrize("mode", ["plain", "compatible", "safe"])
-def test_balance_question_in_each_mode(mp_app: Flask, mode: str) -> None:
+@pytest.fixture
+def mp_app() -> Flask:
+    return make_mp_app()
+
+
+@pytest.mark.parametrize("mode", ["plain", "safe"])
+def test_balance_question_in_each_mode(mode: str) -> None:
+    # plain mode is served only by an app without an EncodingAESKey
+    app = make_mp_app(WECHAT_MP_AES_KEY="") if mode == "plain" else make_mp_app()
     fake = FakeWeChat()
-    reply = fake.mp_post(
-        mp_app.test_client(),
-        fake.text_message("alice", "余额"),
-        encrypt=mode == "safe",
-        compatible=mode == "compatible",
-    )
+    reply = fake.mp_post(app.test_client(), fake.text_message("alice", "余额"), encrypt=mode == "safe")
 
     assert reply.status == 200
     assert reply.content == "余额：12.30 元"
