@@ -74,6 +74,8 @@ class FakeSettings:
     pay_api_key: str = "sandboxpaykey0000000000000000000"
     with_unionid: bool = False  # answer unionid "union-<openid>", as when the apps share an open platform
     token_ttl: int = 7200
+    # HMAC-SHA256 payment notifications carry sign_type (False: leave it out, as WeChat does)
+    notify_sign_type_field: bool = True
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> FakeSettings:
@@ -989,7 +991,8 @@ class FakeWeChat:
 
         ``overrides`` replace fields before signing (a wrong ``total_fee`` or ``appid`` arrives
         correctly signed, as a confused or compromised merchant setup would produce); pass
-        ``sign="..."`` to send a bad signature instead.
+        ``sign="..."`` to send a bad signature instead, ``include_sign_type=False`` to leave
+        ``sign_type`` out of an HMAC-SHA256 notification as WeChat does.
         """
         with self._lock:
             order = self.orders[out_trade_no]
@@ -1015,8 +1018,10 @@ class FakeWeChat:
             }
             sign_type = order.sign_type
         forced_sign = overrides.pop("sign", None)
+        # WeChat leaves sign_type out of HMAC-SHA256 notifications; include_sign_type=True sends it anyway
+        include_sign_type = overrides.pop("include_sign_type", self.settings.notify_sign_type_field)
         fields.update(overrides)
-        if sign_type != "MD5":
+        if sign_type != "MD5" and include_sign_type:
             fields["sign_type"] = sign_type
         xml = signed_pay_xml(fields, self.settings.pay_api_key, sign_type)
         if forced_sign is not None:
