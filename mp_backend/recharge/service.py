@@ -953,3 +953,28 @@ def list_anomalies(staff_id: int, *, page: int = 1, per_page: int = 50) -> tuple
         select(RechargeAnomaly).order_by(RechargeAnomaly.id.desc()).offset((page - 1) * per_page).limit(per_page)
     )
     return list(rows), total
+
+
+@transactional
+def ensure_rule(code: str, fields: dict[str, Any]) -> RechargeRule:
+    """A rule with this short code, created once (demo data, imports); an existing one is left as it is."""
+    rule = db.session.scalars(select(RechargeRule).where(RechargeRule.code == code)).first()
+    if rule is None:
+        now = utcnow()
+        rule = RechargeRule(code=code, status="active", all_stores=True, created_at=now, updated_at=now)
+        rule.bonus_fen, rule.points, rule.sort_order, rule.card_only_non_members = 0, 0, 0, False
+        _apply_rule_fields(rule, fields)
+        db.session.add(rule)
+        db.session.flush()
+    return rule
+
+
+@transactional
+def ensure_coupon_template(name: str, fields: dict[str, Any]) -> CouponTemplate:
+    template = db.session.scalars(select(CouponTemplate).where(CouponTemplate.name == name)).first()
+    if template is None:
+        template = CouponTemplate(name=name, created_at=utcnow(), **{"threshold_fen": 0, "validity_days": 30, **fields})
+        coupons.validate_template(fields)
+        db.session.add(template)
+        db.session.flush()
+    return template
