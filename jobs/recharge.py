@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 def reconcile_pending_orders() -> dict[str, int]:
     """Query WeChat for orders pending past RECHARGE_QUERY_AFTER_SECONDS: credit the paid ones through
-    the same settle path as a notification, close the expired ones. Safe to run twice at once: the
+    the same settle path as a notification, close the expired ones; credit orders paid while the
+    member's card was frozen once it is active again (``paid_uncredited``). Safe to run twice at once: the
     settle and the close are guarded UPDATEs of the order row."""
     from mp_backend.errors import AppError
     from mp_backend.recharge import service as recharge
@@ -24,6 +25,13 @@ def reconcile_pending_orders() -> dict[str, int]:
                 counts[recharge.reconcile_order(order_id)] += 1
             except AppError as error:  # WeChat unavailable: the next run tries again
                 log.warning("reconcile order %s: %s", order_id, error)
+                counts["error"] += 1
+        # Paid while the card was frozen or lost: credit once the member is active again.
+        for order_id in recharge.held_order_ids():
+            try:
+                counts["credited_held" if recharge.credit_held_order(order_id) else "skipped"] += 1
+            except AppError as error:  # frozen again in the meantime: the next run tries again
+                log.warning("credit held order %s: %s", order_id, error)
                 counts["error"] += 1
     if counts:
         log.info("recharge reconcile: %s", dict(counts))

@@ -15,7 +15,8 @@ from ..extensions import db
 from ..models_base import BigId, ExactString, created_at_column
 
 RULE_STATUSES = ("active", "archived")
-ORDER_STATUSES = ("pending", "paid", "closed")
+# paid_uncredited: WeChat took the money while the card was frozen or lost; credited once it is active
+ORDER_STATUSES = ("pending", "paid", "paid_uncredited", "closed")
 COUPON_KINDS = ("amount_off", "discount", "threshold")
 
 
@@ -111,7 +112,7 @@ class RechargeOrder(db.Model):  # type: ignore[name-defined]
     prepay_id: Mapped[str | None] = mapped_column(String(64))
     src: Mapped[str | None] = mapped_column(String(32))
     store_id: Mapped[int | None] = mapped_column(ForeignKey("store.id"))
-    status: Mapped[str] = mapped_column(String(10), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     transaction_id: Mapped[str | None] = mapped_column(ExactString(32), unique=True)
     paid_via: Mapped[str | None] = mapped_column(String(12))  # notify | query
     coupons_granted: Mapped[int] = mapped_column(default=0)
@@ -127,9 +128,9 @@ class RechargeOrder(db.Model):  # type: ignore[name-defined]
         CheckConstraint("bonus_fen >= 0", name="bonus_non_negative"),
         CheckConstraint("points >= 0", name="points_non_negative"),
         CheckConstraint("coupon_qty >= 0", name="coupon_qty_non_negative"),
-        CheckConstraint("status IN ('pending', 'paid', 'closed')", name="status_known"),
+        CheckConstraint("status IN ('pending', 'paid', 'paid_uncredited', 'closed')", name="status_known"),
         CheckConstraint("sign_type IN ('MD5', 'HMAC-SHA256')", name="sign_type_known"),
-        CheckConstraint("status <> 'paid' OR transaction_id IS NOT NULL", name="paid_has_transaction"),
+        CheckConstraint("status IN ('pending', 'closed') OR transaction_id IS NOT NULL", name="paid_has_transaction"),
         Index("ix_recharge_order_member_id_id", "member_id", "id"),
         Index("ix_recharge_order_status_created_at", "status", "created_at"),
         Index("ix_recharge_order_rule_id", "rule_id"),
@@ -155,7 +156,9 @@ class Coupon(db.Model):  # type: ignore[name-defined]
 
 
 class RechargeAnomaly(db.Model):  # type: ignore[name-defined]
-    """A signed notification (or query answer) that did not agree with our order: nothing was credited."""
+    """What the merchant must look at: a signed notification (or query answer) that did not agree with
+    our order (nothing credited), or a payment credited or held in an unusual way (``member_frozen``:
+    paid, held until the card is active; ``paid_after_close``; ``balance_cap_exceeded``)."""
 
     __tablename__ = "recharge_anomaly"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, case, func, select, true, update
+from sqlalchemy import and_, bindparam, case, func, select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import AppError, Conflict, Forbidden, MemberFrozen, NotFound, ValidationFailed
@@ -34,7 +35,7 @@ from ..members.models import Member, MemberOpenid
 from ..models_base import utcnow
 from ..money import yuan
 from ..org import service as org
-from ..org.models import Staff, Store
+from ..org.models import Merchant, Staff, Store
 from ..transaction import transactional
 from ..wechat import pay
 from . import coupons
@@ -456,20 +457,72 @@ class Outcome:
     message: str = "OK"
 
 
+# What the notification path reads of an order: one Core row, no ORM object (the snapshot JSON and the
+# bookkeeping columns are not needed), with the merchant's principal cap in the same round trip. The
+# order's amount and rewards never change after it is created, so they may be read before the guarded
+# UPDATE that decides who credits.
+_SETTLE_COLUMNS = (
+    order_t.c.id,
+    order_t.c.out_trade_no,
+    order_t.c.member_id,
+    order_t.c.status,
+    order_t.c.transaction_id,
+    order_t.c.amount_fen,
+    order_t.c.bonus_fen,
+    order_t.c.points,
+    order_t.c.coupon_template_id,
+    order_t.c.coupon_qty,
+    order_t.c.card_type_id,
+    order_t.c.card_only_non_members,
+    order_t.c.appid,
+    order_t.c.mch_id,
+    order_t.c.sign_type,
+    order_t.c.store_id,
+)
+CREDITED = ("paid", "paid_uncredited")  # WeChat's money has arrived: the notification is acknowledged
+
+
+@functools.cache
+def _order_select(by: str) -> Any:
+    """Built once per process: constructing the statement costs about as much CPU as running it."""
+    cap = select(Merchant.principal_cap_fen).order_by(Merchant.id).limit(1).scalar_subquery()
+    return select(*_SETTLE_COLUMNS, cap.label("cap_fen")).where(order_t.c[by] == bindparam("key"))
+
+
+def _order_row(by: str, key: int | str) -> Any:
+    """The order by ``id`` or ``out_trade_no``, as the notification path reads it."""
+    return db.session.execute(_order_select(by), {"key": key}).first()
+
+
+@functools.cache
+def _flip_update(before: str) -> Any:
+    return (
+        update(order_t)
+        .where(order_t.c.id == bindparam("order_id"), order_t.c.status == before)
+        .values(
+            status=bindparam("new_status"),
+            transaction_id=bindparam("transaction_id"),
+            paid_at=bindparam("paid_at"),
+            paid_via=bindparam("paid_via"),
+        )
+    )
+
+
 def handle_notification(body: bytes) -> Outcome:
     fields = pay.parse_xml(body)
     if fields is None:
         log.warning("pay notify: not a WeChat Pay XML document (%d bytes)", len(body or b""))
         return Outcome(False, message="XML格式错误")
     out_trade_no = fields.get("out_trade_no") or ""
-    order = db.session.scalars(select(RechargeOrder).where(RechargeOrder.out_trade_no == out_trade_no)).first()
-    db.session.rollback()  # end the read: settle starts its own transaction
+    # The read stays in the transaction that settle() continues and commits (one round trip fewer).
+    order = _order_row("out_trade_no", out_trade_no[:64])
     signed = (
         pay.signature_ok(fields, order.sign_type)
         if order is not None
         else any(pay.signature_ok(fields, t) for t in pay.SIGN_TYPES)
     )
     if not signed:
+        db.session.rollback()
         log.warning("pay notify: bad signature refused (out_trade_no %r)", out_trade_no[:64])
         return Outcome(False, message="签名错误")
     raw = pay.without_sign(fields)
@@ -480,10 +533,13 @@ def handle_notification(body: bytes) -> Outcome:
     if problem:
         record_anomaly(problem[0], raw, order.id, problem[1])
         return Outcome(False, message=problem[1])
-    return settle(order.id, raw["transaction_id"], via="notify", raw=raw)
+    if order.status in CREDITED and order.transaction_id == raw["transaction_id"]:
+        db.session.rollback()
+        return Outcome(True)  # WeChat's retry of a settled payment: nothing to write
+    return settle(order, raw["transaction_id"], via="notify", raw=raw)
 
 
-def _mismatch(order: RechargeOrder, fields: dict[str, str]) -> tuple[str, str] | None:
+def _mismatch(order: Any, fields: dict[str, str]) -> tuple[str, str] | None:
     if fields.get("return_code") != "SUCCESS":
         return "return_fail", f"return_code={fields.get('return_code')}"
     if fields.get("appid") != order.appid:
@@ -499,41 +555,76 @@ def _mismatch(order: RechargeOrder, fields: dict[str, str]) -> tuple[str, str] |
     return None
 
 
-def settle(order_id: int, transaction_id: str, *, via: str, raw: dict[str, str] | None = None) -> Outcome:
+def settle(order: Any, transaction_id: str, *, via: str, raw: dict[str, str] | None = None) -> Outcome:
+    """Mark the order paid with WeChat's transaction id and credit it, once (``order``: ``_order_row``).
+
+    A member whose card was frozen or reported lost after ordering cannot be credited, but WeChat has
+    taken the money: the order becomes ``paid_uncredited`` (the transaction id recorded, an anomaly
+    ``member_frozen`` for the merchant), WeChat is acknowledged so that it stops retrying, and
+    ``credit_held_order`` credits it once the card is active again (the job every minute, or the
+    console). Nothing is lost and nothing credits twice: both paths flip the order row first."""
+    raw = raw or {"transaction_id": transaction_id, "out_trade_no": order.out_trade_no}
     try:
-        credited = _settle(order_id, transaction_id, via)
+        credited = _settle(order, transaction_id, via, raw)
+    except MemberFrozen as error:
+        db.session.rollback()
+        return Outcome(True, message=_hold_uncredited(order, transaction_id, via, raw, error.message))
     except AppError as error:
-        record_anomaly(error.code, raw or {"transaction_id": transaction_id}, order_id, error.message)
+        record_anomaly(error.code, raw, order.id, error.message)
         return Outcome(False, message=error.message)
     except IntegrityError:
         db.session.rollback()
-        record_anomaly(
-            "transaction_reused", raw or {"transaction_id": transaction_id}, order_id, "交易号已用于其他订单"
-        )
+        record_anomaly("transaction_reused", raw, order.id, "交易号已用于其他订单")
         return Outcome(False, message="交易号重复")
     return Outcome(True, credited_now=credited)
 
 
+def _flip(order: Any, transaction_id: str, via: str, status: str) -> str | None:
+    """The guarded UPDATE that decides who settles an order. Returns the status it left (``pending``,
+    or ``closed`` when we had closed it and the member paid all the same) for the one call that flips
+    it, None for a retry or a concurrent copy; another transaction id for the order is a conflict."""
+    values = {"order_id": order.id, "new_status": status, "transaction_id": transaction_id, "paid_via": via}
+    for before in ("pending", "closed"):
+        flipped = db.session.execute(_flip_update(before), {**values, "paid_at": utcnow()}).rowcount
+        if flipped == 1:
+            return before
+    row = db.session.execute(select(order_t.c.status, order_t.c.transaction_id).where(order_t.c.id == order.id)).one()
+    if row.status in CREDITED and row.transaction_id == transaction_id:
+        return None  # already settled: a retry, or a copy that lost the race
+    raise Conflict("订单已用另一笔微信交易入账", code="transaction_mismatch")
+
+
+def _paid_after_close(before: str | None, order: Any, raw: dict[str, str]) -> None:
+    if before == "closed":  # we closed it (expired), yet the member paid: the money is theirs
+        _anomaly("paid_after_close", raw, order.id, "订单已关闭后收到支付成功通知：已收款，请核对")
+
+
 @transactional
-def _settle(order_id: int, transaction_id: str, via: str) -> bool:
-    now = utcnow()
-    flipped = db.session.execute(
-        update(order_t)
-        .where(order_t.c.id == order_id, order_t.c.status.in_(("pending", "closed")))
-        .values(status="paid", transaction_id=transaction_id, paid_at=now, paid_via=via)
-    ).rowcount
-    if flipped != 1:
-        row = db.session.execute(
-            select(order_t.c.status, order_t.c.transaction_id).where(order_t.c.id == order_id)
-        ).one()
-        if row.status == "paid" and row.transaction_id == transaction_id:
-            return False  # already credited: a retry, or a copy that lost the race
-        raise Conflict("订单已用另一笔微信交易入账", code="transaction_mismatch")
-    order = db.session.get(RechargeOrder, order_id, populate_existing=True)
-    assert order is not None
+def _settle(order: Any, transaction_id: str, via: str, raw: dict[str, str]) -> bool:
+    before = _flip(order, transaction_id, via, "paid")
+    if before is None:
+        return False
+    _paid_after_close(before, order, raw)
+    _credit_order(order, via, raw)
+    return True
+
+
+def _credit_order(order: Any, via: str, raw: dict[str, str]) -> None:
+    """Credit principal, bonus, points, coupons and card per the order's snapshot (inside a transaction
+    that has just flipped the order). A principal past the merchant's cap is still credited (the money
+    is the member's) and recorded for the merchant."""
     no = order.out_trade_no
     common = {"operator": "wechat_pay", "store_id": order.store_id, "reference": no}
-    ledger.credit(order.member_id, order.amount_fen, key=f"recharge:{no}:principal", note="微信充值", **common)
+    posting = ledger.credit(
+        order.member_id, order.amount_fen, key=f"recharge:{no}:principal", note="微信充值", **common
+    )
+    if order.cap_fen is not None and posting.balance.principal_fen > order.cap_fen:
+        _anomaly(
+            "balance_cap_exceeded",
+            raw,
+            order.id,
+            f"入账后本金 {yuan(posting.balance.principal_fen)} 元，超过单卡上限 {yuan(order.cap_fen)} 元",
+        )
     if order.bonus_fen:
         ledger.credit(
             order.member_id, order.bonus_fen, key=f"recharge:{no}:bonus", bucket="bonus", note="充值赠送", **common
@@ -542,11 +633,11 @@ def _settle(order_id: int, transaction_id: str, via: str) -> bool:
         points_service.award_points(
             order.member_id, order.points, key=f"recharge:{no}:points", source="recharge", reference=no
         )
+    rewards: dict[str, Any] = {}
     notes = []
     if order.coupon_template_id and order.coupon_qty:
         granted, lapse = coupons.issue_for_order(order.member_id, order.coupon_template_id, order.coupon_qty, order.id)
-        order.coupons_granted = granted
-        order.coupons_lapsed = order.coupon_qty - granted
+        rewards.update(coupons_granted=granted, coupons_lapsed=order.coupon_qty - granted)
         if lapse:
             notes.append(f"优惠券未发放：{lapse}")
     if order.card_type_id:
@@ -557,21 +648,63 @@ def _settle(order_id: int, transaction_id: str, via: str) -> bool:
             source="recharge",
             reference=no,
         )
-        order.card_outcome = outcome
+        rewards["card_outcome"] = outcome
         if outcome == cards.LAPSED_HOLDER:
             notes.append("会员卡未赠送：仅限新会员，该会员已持卡")
         elif outcome == cards.LAPSED_SAME_OR_HIGHER:
             notes.append("会员卡未赠送：已持有同级或更高等级的卡")
-    order.reward_note = "；".join(notes)[:255]
-    db.session.flush()
-    log.info(
-        "recharge %s paid (%s, via %s): %d fen + %d bonus", no, transaction_id, via, order.amount_fen, order.bonus_fen
-    )
-    return True
+    if notes:
+        rewards["reward_note"] = "；".join(notes)[:255]
+    if rewards:
+        db.session.execute(update(order_t).where(order_t.c.id == order.id).values(**rewards))
+    log.info("recharge %s credited (via %s): %d fen + %d bonus", no, via, order.amount_fen, order.bonus_fen)
 
 
 @transactional
-def record_anomaly(kind: str, raw: dict[str, str], order_id: int | None, detail: str) -> None:
+def _hold_uncredited(order: Any, transaction_id: str, via: str, raw: dict[str, str], reason: str) -> str:
+    before = _flip(order, transaction_id, via, "paid_uncredited")
+    _paid_after_close(before, order, raw)
+    if before is not None:
+        _anomaly("member_frozen", raw, order.id, f"已收款未入账：{reason}；解冻后自动入账，或在后台手动入账")
+    return "已收款，待会员卡解冻后入账"
+
+
+@transactional
+def credit_held_order(order_id: int, *, operator: str = "job", staff_id: int | None = None) -> bool:
+    """Credit an order paid while the member's card was frozen or lost (``paid_uncredited``), once the
+    card is active again. False when it is no longer waiting (credited by another call); ``member_frozen``
+    while the card still is. The same guarded flip as a notification makes it happen once."""
+    order = _order_row("id", order_id)
+    if order is None:
+        raise OrderNotFound()
+    flipped = db.session.execute(
+        update(order_t).where(order_t.c.id == order_id, order_t.c.status == "paid_uncredited").values(status="paid")
+    ).rowcount
+    if flipped != 1:
+        return False
+    raw = {"transaction_id": order.transaction_id or "", "out_trade_no": order.out_trade_no}
+    _credit_order(order, operator, raw)
+    if staff_id is not None:
+        org.audit(staff_id, "recharge_credit_held", f"recharge_order:{order_id}", order.out_trade_no)
+    return True
+
+
+def held_order_ids() -> list[int]:
+    """Orders paid while the card was frozen whose member is active again: for the job to credit."""
+    ids = list(
+        db.session.scalars(
+            select(order_t.c.id)
+            .join(Member, Member.id == order_t.c.member_id)
+            .where(order_t.c.status == "paid_uncredited", Member.status == "active")
+            .order_by(order_t.c.id)
+            .limit(500)
+        )
+    )
+    db.session.rollback()
+    return ids
+
+
+def _anomaly(kind: str, raw: dict[str, str], order_id: int | None, detail: str) -> None:
     log.warning("recharge anomaly %s (order %s, out_trade_no %r): %s", kind, order_id, raw.get("out_trade_no"), detail)
     db.session.add(
         RechargeAnomaly(
@@ -584,6 +717,12 @@ def record_anomaly(kind: str, raw: dict[str, str], order_id: int | None, detail:
             created_at=utcnow(),
         )
     )
+
+
+@transactional
+def record_anomaly(kind: str, raw: dict[str, str], order_id: int | None, detail: str) -> None:
+    """A notification or query answer that credits nothing, recorded in its own transaction."""
+    _anomaly(kind, raw, order_id, detail)
 
 
 def pending_order_ids(now: datetime | None = None) -> list[int]:
@@ -616,7 +755,7 @@ def reconcile_order(order_id: int, now: datetime | None = None) -> str:
         if problem:
             record_anomaly(problem[0], fields, order_id, f"查单：{problem[1]}")
             return "anomaly"
-        outcome = settle(order_id, fields["transaction_id"], via="query", raw=fields)
+        outcome = settle(_order_row("id", order_id), fields["transaction_id"], via="query", raw=fields)
         return "paid" if outcome.acknowledged else "anomaly"
     if not expired:
         return "waiting"
