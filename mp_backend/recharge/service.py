@@ -689,6 +689,16 @@ def credit_held_order(order_id: int, *, operator: str = "job", staff_id: int | N
     return True
 
 
+def credit_held(staff_id: int, out_trade_no: str) -> RechargeOrder:
+    """The console's "credit now" for a ``paid_uncredited`` order (hq_admin, region_manager)."""
+    _rule_manager(staff_id)
+    order_id = get_order(out_trade_no).id
+    db.session.rollback()
+    if not credit_held_order(order_id, operator="staff", staff_id=staff_id):  # already credited, or never held
+        raise Conflict("该订单不是待入账状态", code="order_not_held")
+    return get_order(out_trade_no)
+
+
 def held_order_ids() -> list[int]:
     """Orders paid while the card was frozen whose member is active again: for the job to credit."""
     ids = list(
@@ -1001,6 +1011,8 @@ class OrderFilter:
     out_trade_no: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    paid_from: datetime | None = None
+    paid_to: datetime | None = None
 
 
 def _order_conditions(staff: Staff, f: OrderFilter) -> list[Any]:
@@ -1022,6 +1034,10 @@ def _order_conditions(staff: Staff, f: OrderFilter) -> list[Any]:
         conditions.append(order_t.c.created_at >= f.created_from)
     if f.created_to:
         conditions.append(order_t.c.created_at < f.created_to)
+    if f.paid_from:
+        conditions.append(order_t.c.paid_at >= f.paid_from)
+    if f.paid_to:
+        conditions.append(order_t.c.paid_at < f.paid_to)
     return conditions
 
 
@@ -1045,7 +1061,8 @@ def stats(staff_id: int, group_by: str, f: OrderFilter) -> list[dict[str, Any]]:
     if group_by not in ("rule", "src"):
         raise ValidationFailed("group_by 只能是 rule 或 src", code="invalid_group_by")
     key = order_t.c.rule_id if group_by == "rule" else order_t.c.src
-    paid = order_t.c.status == "paid"
+    paid = order_t.c.status.in_(CREDITED)  # the money arrived (paid_uncredited: held for a frozen card)
+    credited = order_t.c.status == "paid"
     paid_int = case((paid, 1), else_=0)
     query = (
         select(
@@ -1054,7 +1071,8 @@ def stats(staff_id: int, group_by: str, f: OrderFilter) -> list[dict[str, Any]]:
             func.sum(paid_int).label("paid_orders"),
             func.count(func.distinct(case((paid, order_t.c.member_id)))).label("members"),
             func.coalesce(func.sum(case((paid, order_t.c.amount_fen), else_=0)), 0).label("paid_fen"),
-            func.coalesce(func.sum(case((paid, order_t.c.bonus_fen), else_=0)), 0).label("bonus_fen"),
+            func.coalesce(func.sum(case((credited, order_t.c.bonus_fen), else_=0)), 0).label("bonus_fen"),
+            func.sum(case((order_t.c.status == "paid_uncredited", 1), else_=0)).label("uncredited_orders"),
             func.coalesce(func.sum(order_t.c.coupons_granted), 0).label("coupons_granted"),
             func.coalesce(func.sum(order_t.c.coupons_lapsed), 0).label("coupons_lapsed"),
         )
@@ -1076,6 +1094,7 @@ def stats(staff_id: int, group_by: str, f: OrderFilter) -> list[dict[str, Any]]:
             "bonus_fen": int(row.bonus_fen),
             "coupons_granted": int(row.coupons_granted),
             "coupons_lapsed": int(row.coupons_lapsed),
+            "uncredited_orders": int(row.uncredited_orders or 0),
         }
         if group_by == "rule":
             item["rule_name"] = names.get(row.key) if row.key is not None else "自定义金额"

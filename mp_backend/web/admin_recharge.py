@@ -17,6 +17,7 @@ from .recharge_schemas import (
     CouponTemplatePatch,
     CouponTemplateSchema,
     OrderList,
+    OrderSchema,
     OrdersQuery,
     PageQuery,
     QrQuery,
@@ -48,6 +49,10 @@ def _naive(value):  # type: ignore[no-untyped-def]
 
         return value.astimezone(UTC).replace(tzinfo=None)
     return value
+
+
+def _times(query: dict) -> dict:
+    return {k: _naive(v) if k.endswith(("_from", "_to")) else v for k, v in query.items() if v is not None}
 
 
 def _rule_fields(body: dict) -> dict:
@@ -146,9 +151,9 @@ def home_qrcode(query: dict, fmt: str) -> Response:
 @blp.response(200, OrderList)
 @_errors
 def orders_list(query: dict) -> dict:
-    """Recharge orders by rule, store, source tag, status, creation time range and order number."""
+    """Recharge orders by rule, store, source tag, status, creation or payment time range and order number."""
     page, per_page = query.pop("page"), query.pop("per_page")
-    query = {k: _naive(v) if k.startswith("created_") else v for k, v in query.items()}
+    query = _times(query)
     store = query.pop("store", None)
     orders, total = recharge.list_orders(
         current_staff().id, recharge.OrderFilter(store_code=store, **query), page=page, per_page=per_page
@@ -166,13 +171,29 @@ def orders_list(query: dict) -> dict:
 @blp.response(200, StatsList)
 @_errors
 def stats(query: dict) -> dict:
-    """Per rule (``group_by=rule``) or source tag (``group_by=src``): orders, members, paid, bonus, coupons."""
+    """Per rule (``group_by=rule``) or source tag (``group_by=src``): orders, members, paid, bonus, coupons.
+
+    ``from``/``to`` are payment times (money counts in the period it arrived), the same as
+    ``paid_from``/``paid_to``; ``created_from``/``created_to`` select by when the order was placed."""
     group_by = query.pop("group_by")
     query.pop("page"), query.pop("per_page")
-    query = {k: _naive(v) if k.startswith("created_") else v for k, v in query.items()}
+    query.setdefault("paid_from", query.pop("from_", None))
+    query.setdefault("paid_to", query.pop("to", None))
+    query = _times(query)
     store = query.pop("store", None)
     rows = recharge.stats(current_staff().id, group_by, recharge.OrderFilter(store_code=store, **query))
     return {"items": rows, "group_by": group_by}
+
+
+@blp.route("/recharge-orders/<out_trade_no>/credit", methods=["POST"])
+@blp.response(200, OrderSchema)
+@_errors
+def order_credit(out_trade_no: str) -> dict:
+    """Credit an order paid while the member's card was frozen or lost (``paid_uncredited``), once the
+    card is active again (the job does it every minute too); 409 ``member_frozen`` while it is not."""
+    staff = current_staff()
+    order = recharge.credit_held(staff.id, out_trade_no[:64])
+    return recharge.order_dict(order, admin=True)
 
 
 def _anomaly_dict(row: RechargeAnomaly) -> dict:
@@ -193,7 +214,9 @@ def _anomaly_dict(row: RechargeAnomaly) -> dict:
 @blp.response(200, AnomalyList)
 @_errors
 def anomalies(query: dict) -> dict:
-    """Notifications that did not match their order (nothing was credited for them)."""
+    """Notifications that did not match their order (nothing credited), and payments credited or held
+    in an unusual way: ``member_frozen`` (paid, held until the card is active), ``paid_after_close``,
+    ``balance_cap_exceeded``."""
     rows, total = recharge.list_anomalies(current_staff().id, page=query["page"], per_page=query["per_page"])
     return {"items": [_anomaly_dict(r) for r in rows], "total": total, **query}
 

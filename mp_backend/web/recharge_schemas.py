@@ -120,16 +120,21 @@ class OrdersQuery(Schema):
     rule_id = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
     store = fields.String(validate=CODE)
     src = fields.String(validate=SRC)
-    status = fields.String(validate=validate.OneOf(["pending", "paid", "closed"]))
+    status = fields.String(validate=validate.OneOf(["pending", "paid", "paid_uncredited", "closed"]))
     out_trade_no = fields.String(validate=validate.Length(min=1, max=32))
     created_from = fields.DateTime(format="iso")
     created_to = fields.DateTime(format="iso")
+    paid_from = fields.DateTime(format="iso", metadata={"description": "paid at or after (WeChat's payment)"})
+    paid_to = fields.DateTime(format="iso", metadata={"description": "paid before"})
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 
 class StatsQuery(OrdersQuery):
     group_by = fields.String(load_default="rule", validate=validate.OneOf(["rule", "src"]))
+    # A period report counts money when it arrived: from/to are payment times (paid_from/paid_to).
+    from_ = fields.DateTime(format="iso", data_key="from", metadata={"description": "paid at or after"})
+    to = fields.DateTime(format="iso", metadata={"description": "paid before"})
 
 
 class OrderList(Schema):

@@ -40,3 +40,11 @@ def card_types(app) -> dict[str, int]:  # type: ignore[no-untyped-def]  # noqa: 
     ids = {"silver": silver.id, "gold": gold.id}
     db.session.commit()
     return ids
+
+
+@pytest.fixture
+def rule(admin) -> dict:  # type: ignore[no-untyped-def]
+    """100 yuan, 10 yuan bonus and 100 points."""
+    return admin(  # type: ignore[no-any-return]
+        "POST", "/admin/api/rules", {"name": "充100送10", "amount_fen": 10_000, "bonus_fen": 1_000, "points": 100}, 201
+    )

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from mp_backend.extensions import db
+from mp_backend.recharge.models import RechargeOrder
 from tests.web.conftest import bearer, error_of
 
-__all__ = ["bearer", "error_of", "me", "member_login", "start_recharge"]
+__all__ = ["bearer", "error_of", "me", "member_login", "order_row", "start_recharge"]
 
 
 def member_login(client: FlaskClient, openid: str) -> tuple[str, int]:
@@ -28,3 +31,9 @@ def me(client: FlaskClient, token: str) -> dict[str, Any]:
     response = client.get("/api/me", headers=bearer(token))
     assert response.status_code == 200
     return response.get_json()  # type: ignore[no-any-return]
+
+
+def order_row(out_trade_no: str) -> RechargeOrder:
+    """The order as stored, read afresh (the test's own session ends its snapshot first)."""
+    db.session.rollback()
+    return db.session.scalars(select(RechargeOrder).where(RechargeOrder.out_trade_no == out_trade_no)).one()

@@ -7,27 +7,14 @@ import pytest
 from sqlalchemy import select
 
 from mp_backend.extensions import db
-from mp_backend.recharge.models import Coupon, RechargeAnomaly, RechargeOrder
+from mp_backend.recharge.models import Coupon, RechargeAnomaly
 from mp_backend.wechat.fake import signed_pay_xml
 from mp_backend.wechat.pay import parse_xml
 from tests.conftest import assert_ledger_ok, count_rows
-from tests.recharge.helpers import bearer, error_of, me, member_login, start_recharge
+from tests.recharge.helpers import bearer, error_of, me, member_login, order_row, start_recharge
 
 WXA_APPID = "wxsandboxwxa000001"
 MP_APPID = "wxsandboxmp0000001"
-
-
-@pytest.fixture
-def rule(admin) -> dict:  # type: ignore[no-untyped-def]
-    return admin(
-        "POST", "/admin/api/rules", {"name": "充100送10", "amount_fen": 10_000, "bonus_fen": 1_000, "points": 100}, 201
-    )
-
-
-def order_row(out_trade_no: str) -> RechargeOrder:
-    db.session.rollback()
-    order = db.session.scalars(select(RechargeOrder).where(RechargeOrder.out_trade_no == out_trade_no)).one()
-    return order
 
 
 def test_scan_login_order_notify_balance_and_rewards(client, fake, rule, admin):
@@ -72,6 +59,7 @@ def test_scan_login_order_notify_balance_and_rewards(client, fake, rule, admin):
             "bonus_fen": 1_000,
             "coupons_granted": 0,
             "coupons_lapsed": 0,
+            "uncredited_orders": 0,
         }
     ]
     listed = admin("GET", "/admin/api/recharge-orders?src=poster1&status=paid")["items"]
