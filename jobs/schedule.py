@@ -2,6 +2,7 @@
 
 from rq import cron
 
-from jobs import maintenance
+from jobs import maintenance, recharge
 
 cron.register(maintenance.check_ledger, "default", cron="30 3 * * *", name="nightly ledger check")
+cron.register(recharge.reconcile_pending_orders, "default", cron="* * * * *", name="recharge orderquery")

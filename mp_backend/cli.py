@@ -51,9 +51,11 @@ def ledger_check() -> None:
 @demo_cli.command("load")
 def demo_load() -> None:
     """Load the demo merchant, stores, staff and members (twice changes nothing)."""
-    from .demo import load_demo
+    from .demo import load_demo, load_recharge_demo
 
     for line in load_demo():
+        click.echo(line)
+    for line in load_recharge_demo():
         click.echo(line)
 
 

@@ -75,3 +75,35 @@ def _demo_member(openid: str, name: str) -> int:
     for appid in (current_app.config["WECHAT_WXA_APPID"], current_app.config["WECHAT_MP_APPID"]):
         members.login_with_openid(appid, openid, unionid)
     return member.id
+
+
+def load_recharge_demo() -> Iterator[str]:
+    """Three active recharge rules with rewards, so the journey /r -> pay -> balance works at once."""
+    from .members.cards import ensure_card_type
+    from .recharge import service as recharge
+
+    gold = ensure_card_type("gold", "金卡", rank=2, discount_percent=95)
+    coupon = recharge.ensure_coupon_template(
+        "满50减10", {"kind": "threshold", "value": 1_000, "threshold_fen": 5_000, "stock": 1_000}
+    )
+    base = current_app.config["PUBLIC_BASE_URL"]
+    for code, fields in (
+        ("demo100", {"name": "充100送10", "amount_fen": 10_000, "bonus_fen": 1_000, "points": 100, "sort_order": 10}),
+        (
+            "demo200",
+            {
+                "name": "充200送30",
+                "amount_fen": 20_000,
+                "bonus_fen": 3_000,
+                "coupon_template_id": coupon.id,
+                "coupon_qty": 1,
+                "sort_order": 20,
+            },
+        ),
+        (
+            "demo500",
+            {"name": "充500送80", "amount_fen": 50_000, "bonus_fen": 8_000, "card_type_id": gold.id, "sort_order": 30},
+        ),
+    ):
+        rule = recharge.ensure_rule(code, fields)
+        yield f"recharge rule {rule.name}: {base}/r/{rule.code}"

@@ -16,7 +16,7 @@ STATUS_LABELS = {"active": "正常", "frozen": "已冻结", "lost": "已挂失"}
 class MemberSummary:
     member: Member
     balance: Balance
-    points: int  # points lots arrive with the points work; until then every member has 0
+    points: int  # unexpired points (ledger/points.py)
     level_name: str
 
     def as_dict(self) -> dict:
@@ -36,7 +36,12 @@ class MemberSummary:
 
 
 def summarize(member: Member) -> MemberSummary:
-    return MemberSummary(member, ledger.get_balance(member.id), 0, "普通会员")
+    from ..ledger import points
+    from .cards import card_of
+
+    card_type = card_of(member.id)
+    level = card_type.name if card_type is not None else "普通会员"
+    return MemberSummary(member, ledger.get_balance(member.id), points.balance(member.id), level)
 
 
 def balance_reply_text(summary: MemberSummary, member_centre_url: str) -> str:

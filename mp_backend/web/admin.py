@@ -109,3 +109,6 @@ def reverse(body: dict, entry_id: int) -> dict:
         store_id=body.get("store_id"),
     )
     return posting_dict(posting)
+
+
+from . import admin_recharge  # noqa: E402,F401  (recharge routes on this blueprint)

@@ -37,3 +37,15 @@ def current_staff() -> Staff:
             raise Unauthorized("请先登录管理后台")
         g.staff = org.staff_from_token(token)
     return g.staff
+
+
+def current_member_appid() -> str:
+    """The app the member came through, for "which appid pays" (DESIGN.md section 5).
+
+    Bearer tokens are issued by the mini program's login only (/api/auth/wxa-login), the session
+    cookie by the official account's OAuth only (/wechat/oauth), so the channel names the app.
+    """
+    from flask import current_app
+
+    current_member()
+    return str(current_app.config["WECHAT_WXA_APPID" if _bearer() else "WECHAT_MP_APPID"])

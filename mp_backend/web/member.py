@@ -50,3 +50,6 @@ def bind_phone(body: dict) -> dict:
     member = current_member()
     phone = wechat_clients.get_phone_number(body["code"])
     return summarize(members.bind_phone(member.id, phone["pure_phone_number"])).as_dict()
+
+
+from . import member_recharge  # noqa: E402,F401  (recharge routes on this blueprint)

@@ -28,7 +28,9 @@ def member_centre():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/r")
-def recharge_home():  # type: ignore[no-untyped-def]
-    """The recharge home linked from the menu and the welcome text (rules arrive with the recharge work)."""
+@bp.get("/r/<code>")
+def recharge_home(code: str | None = None):  # type: ignore[no-untyped-def]
+    """The recharge page: every active rule (/r) or one rule's short link (/r/<code>); ``?src=`` and
+    ``?store=`` are read by the page and kept on the order. The page logs in through OAuth itself."""
     page = Path(current_app.static_folder or "", "recharge.html").read_text(encoding="utf-8")
     return Response(page, mimetype="text/html")

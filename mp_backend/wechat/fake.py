@@ -80,6 +80,8 @@ class FakeSettings:
     with_unionid: bool = False
     token_ttl: int = 7200
     forced_refresh_daily_limit: int = 20  # WeChat's: force_refresh=true 20 times a day per appid, then 45009
+    # HMAC-SHA256 payment notifications carry sign_type (False: leave it out, as WeChat does)
+    notify_sign_type_field: bool = True
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> FakeSettings:
@@ -1025,7 +1027,8 @@ class FakeWeChat:
 
         ``overrides`` replace fields before signing (a wrong ``total_fee`` or ``appid`` arrives
         correctly signed, as a confused or compromised merchant setup would produce); pass
-        ``sign="..."`` to send a bad signature instead.
+        ``sign="..."`` to send a bad signature instead, ``include_sign_type=False`` to leave
+        ``sign_type`` out of an HMAC-SHA256 notification as WeChat does.
         """
         with self._lock:
             order = self.orders[out_trade_no]
@@ -1051,8 +1054,10 @@ class FakeWeChat:
             }
             sign_type = order.sign_type
         forced_sign = overrides.pop("sign", None)
+        # WeChat leaves sign_type out of HMAC-SHA256 notifications; include_sign_type=True sends it anyway
+        include_sign_type = overrides.pop("include_sign_type", self.settings.notify_sign_type_field)
         fields.update(overrides)
-        if sign_type != "MD5":
+        if sign_type != "MD5" and include_sign_type:
             fields["sign_type"] = sign_type
         xml = signed_pay_xml(fields, self.settings.pay_api_key, sign_type)
         if forced_sign is not None:

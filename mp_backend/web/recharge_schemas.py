@@ -1,0 +1,210 @@
+"""Schemas of the recharge endpoints (members, merchant console)."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from .schemas import StrictAmount
+
+SRC = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,32}$", error="来源标记只能包含字母、数字和 _ . : -")
+CODE = validate.Regexp(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class RulesQuery(Schema):
+    store = fields.String(validate=CODE)
+    code = fields.String(validate=CODE)
+
+
+class RechargeIn(Schema):
+    rule_id = fields.Integer(strict=True, validate=validate.Range(min=1, max=2**31 - 1))
+    amount_fen = StrictAmount()
+    store = fields.String(validate=CODE, allow_none=True)
+    src = fields.String(validate=SRC, allow_none=True)
+
+
+class RechargeOut(Schema):
+    out_trade_no = fields.String(required=True)
+    amount_fen = fields.Integer()
+    pay_params = fields.Dict(required=True)
+    sandbox_pay_url = fields.String()
+
+
+class RuleSchema(Schema):
+    id = fields.Integer()
+    code = fields.String()
+    name = fields.String()
+    amount_fen = fields.Integer()
+    amount_yuan = fields.String()
+    bonus_fen = fields.Integer()
+    points = fields.Integer()
+    coupon = fields.Dict(allow_none=True)
+    card = fields.Dict(allow_none=True)
+    link = fields.String()
+    rewards = fields.List(fields.String())
+    rewards_text = fields.String()
+    starts_at = fields.String(allow_none=True)
+    ends_at = fields.String(allow_none=True)
+    all_stores = fields.Boolean()
+    store_codes = fields.List(fields.String())
+    sort_order = fields.Integer()
+    status = fields.String()
+    order_count = fields.Integer()
+
+
+class RuleList(Schema):
+    items = fields.List(fields.Nested(RuleSchema), required=True)
+    free_amount = fields.Dict()
+
+
+class OrderSchema(Schema):
+    class Meta:
+        unknown = "include"
+
+    out_trade_no = fields.String()
+    status = fields.String()
+    amount_fen = fields.Integer()
+    bonus_fen = fields.Integer()
+    points = fields.Integer()
+    rule_id = fields.Integer(allow_none=True)
+    rule_name = fields.String(allow_none=True)
+    rewards = fields.List(fields.String())
+    coupons_granted = fields.Integer()
+    coupons_lapsed = fields.Integer()
+    card_outcome = fields.String(allow_none=True)
+    reward_note = fields.String()
+    src = fields.String(allow_none=True)
+    created_at = fields.String()
+    paid_at = fields.String(allow_none=True)
+    balance = fields.Dict()
+    points_balance = fields.Integer()
+    id = fields.Integer()
+    member_id = fields.Integer()
+    store_id = fields.Integer(allow_none=True)
+    appid = fields.String()
+    transaction_id = fields.String(allow_none=True)
+    paid_via = fields.String(allow_none=True)
+    closed_at = fields.String(allow_none=True)
+
+
+class RuleIn(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    amount_fen = StrictAmount(required=True)
+    bonus_fen = fields.Integer(strict=True, validate=validate.Range(min=0, max=1_000_000_000))
+    points = fields.Integer(strict=True, validate=validate.Range(min=0, max=100_000_000))
+    coupon_template_id = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1, max=2**31 - 1))
+    coupon_qty = fields.Integer(strict=True, validate=validate.Range(min=0, max=100))
+    card_type_id = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1, max=2**31 - 1))
+    card_only_non_members = fields.Boolean()
+    starts_at = fields.DateTime(allow_none=True, format="iso")
+    ends_at = fields.DateTime(allow_none=True, format="iso")
+    store_codes = fields.List(fields.String(validate=CODE), validate=validate.Length(max=500))
+    sort_order = fields.Integer(strict=True, validate=validate.Range(min=-1_000_000, max=1_000_000))
+
+
+class RulePatch(RuleIn):
+    """Any subset of a rule's fields."""
+
+    def __init__(self, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(partial=True, **kwargs)
+
+
+class RuleOrderIn(Schema):
+    rule_ids = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1, max=2**31 - 1)),
+        required=True,
+        validate=validate.Length(min=1, max=500),
+    )
+
+
+class OrdersQuery(Schema):
+    rule_id = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
+    store = fields.String(validate=CODE)
+    src = fields.String(validate=SRC)
+    status = fields.String(validate=validate.OneOf(["pending", "paid", "paid_uncredited", "closed"]))
+    out_trade_no = fields.String(validate=validate.Length(min=1, max=32))
+    created_from = fields.DateTime(format="iso")
+    created_to = fields.DateTime(format="iso")
+    paid_from = fields.DateTime(format="iso", metadata={"description": "paid at or after (WeChat's payment)"})
+    paid_to = fields.DateTime(format="iso", metadata={"description": "paid before"})
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+class StatsQuery(OrdersQuery):
+    group_by = fields.String(load_default="rule", validate=validate.OneOf(["rule", "src"]))
+    # A period report counts money when it arrived: from/to are payment times (paid_from/paid_to).
+    from_ = fields.DateTime(format="iso", data_key="from", metadata={"description": "paid at or after"})
+    to = fields.DateTime(format="iso", metadata={"description": "paid before"})
+
+
+class OrderList(Schema):
+    items = fields.List(fields.Nested(OrderSchema), required=True)
+    total = fields.Integer()
+    page = fields.Integer()
+    per_page = fields.Integer()
+
+
+class StatsList(Schema):
+    items = fields.List(fields.Dict(), required=True)
+    group_by = fields.String()
+
+
+class AnomalyList(Schema):
+    items = fields.List(fields.Dict(), required=True)
+    total = fields.Integer()
+    page = fields.Integer()
+    per_page = fields.Integer()
+
+
+class PageQuery(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+class CouponTemplateIn(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    kind = fields.String(required=True, validate=validate.OneOf(["amount_off", "discount", "threshold"]))
+    value = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=100_000_000))
+    threshold_fen = fields.Integer(strict=True, validate=validate.Range(min=0, max=100_000_000))
+    validity_days = fields.Integer(strict=True, validate=validate.Range(min=1, max=3650))
+    stock = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0, max=100_000_000))
+    issue_until = fields.DateTime(allow_none=True, format="iso")
+
+
+class CouponTemplatePatch(CouponTemplateIn):
+    def __init__(self, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(partial=True, **kwargs)
+
+
+class CouponTemplateSchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    kind = fields.String()
+    value = fields.Integer()
+    threshold_fen = fields.Integer()
+    validity_days = fields.Integer()
+    stock = fields.Integer(allow_none=True)
+    issue_until = fields.DateTime(allow_none=True)
+
+
+class CouponTemplateList(Schema):
+    items = fields.List(fields.Nested(CouponTemplateSchema), required=True)
+
+
+class SettingsIn(Schema):
+    free_amount_enabled = fields.Boolean()
+    free_min_fen = StrictAmount()
+    free_max_fen = StrictAmount()
+
+
+class SettingsSchema(Schema):
+    free_amount_enabled = fields.Boolean()
+    free_min_fen = fields.Integer()
+    free_max_fen = fields.Integer()
+
+
+class QrQuery(Schema):
+    size = fields.Integer(load_default=8, validate=validate.Range(min=1, max=40))  # pixels per module
+    margin = fields.Integer(load_default=4, validate=validate.Range(min=0, max=20))  # modules of quiet zone
+    src = fields.String(validate=SRC)
+    store = fields.String(validate=CODE)
