@@ -31,6 +31,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import secrets
 import sys
 import time
 import traceback
@@ -44,6 +45,7 @@ MAX_CREDIT_FEN = 100_000_000  # the service's MAX_AMOUNT_FEN: larger fundings ar
 WARM_UP = 30  # debits per worker before the clock starts (connection, statement caches)
 RATE_CEILING = 10_000  # debits/s per wallet assumed when funding a --seconds run
 REQUEST_HASH = "0" * 64
+BENCH_SECRET_KEY = secrets.token_urlsafe(32)  # per process: no benchmark verifies a token
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -59,6 +61,8 @@ def bench_config(url: str) -> Any:
     tried = json.loads(os.environ.get("BENCH_ENGINE_OPTIONS") or "{}")
     config.SQLALCHEMY_ENGINE_OPTIONS = {**engine_options(url), **tried}
     config.REDIS_URL = None
+    # A benchmark runs with its own database and no sandbox: the app refuses the built-in dev key there.
+    config.SECRET_KEY = os.environ.get("SECRET_KEY") or BENCH_SECRET_KEY
     return config
 
 
