@@ -61,13 +61,17 @@ def issue_for_order(member_id: int, template_id: int, qty: int, order_id: int) -
 
 
 def describe(template: CouponTemplate) -> str:
-    """The coupon in the member's words."""
+    """The coupon in the member's words: its terms, after its name unless the name already says them."""
     if template.kind == "discount":
         whole, tenth = divmod(template.value, 10)
-        return f"{template.name}（{whole}{'.' + str(tenth) if tenth else ''}折）"
-    if template.kind == "threshold":
-        return f"{template.name}（满{_yuan_short(template.threshold_fen)}减{_yuan_short(template.value)}）"
-    return f"{template.name}（立减{_yuan_short(template.value)}元）"
+        terms = f"{whole}{'.' + str(tenth) if tenth else ''}折"
+    elif template.kind == "threshold":
+        terms = f"满{_yuan_short(template.threshold_fen)}减{_yuan_short(template.value)}"
+    else:
+        terms = f"立减{_yuan_short(template.value)}元"
+    if template.name == terms:
+        return f"{terms}券"
+    return f"{template.name}（{terms}）"
 
 
 def _yuan_short(fen: int) -> str:
