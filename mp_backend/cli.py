@@ -35,11 +35,19 @@ def staff_create(username: str, role: str, password: str, store_code: str | None
 
 
 @ledger_cli.command("check")
-def ledger_check() -> None:
-    """Verify the ledger invariants; exit 1 naming each broken wallet."""
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    type=click.Choice(["proportional", "principal_first", "bonus_first"]),
+    help="A spending policy the ledger's debits may have been made under (default: SPENDING_POLICY). "
+    "Repeat it for a deployment that changed its policy.",
+)
+def ledger_check(policies: tuple[str, ...]) -> None:
+    """Verify the ledger invariants; exit 1 naming each broken row or wallet."""
     from .ledger.check import check_ledger
 
-    problems = check_ledger()
+    problems = check_ledger(policies=policies or None)
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:

@@ -113,7 +113,7 @@ class TestConfig(Config):
     def __init__(self, database_url: str | None = None, redis_url: str | None = None) -> None:
         super().__init__()
         self.TESTING = True
-        self.SECRET_KEY = "test-secret"
+        self.SECRET_KEY = "test-secret-not-for-production-0123456789abcdef"
         self.SQLALCHEMY_DATABASE_URI = database_url or os.environ.get("TEST_DATABASE_URL") or "sqlite://"
         self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
         self.REDIS_URL = redis_url if redis_url is not None else (os.environ.get("TEST_REDIS_URL") or None)

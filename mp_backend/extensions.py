@@ -57,6 +57,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # REPLACE deletes the row it replaces; only with recursive triggers does that fire the ledger's
+        # append-only DELETE trigger (and so get refused) rather than slip past it.
+        cursor.execute("PRAGMA recursive_triggers=ON")
         cursor.close()
 
 

@@ -27,6 +27,9 @@ from .errors import AppError, ValidationFailed
 log = logging.getLogger(__name__)
 
 
+MIN_SECRET_KEY_LENGTH = 32
+
+
 class ConfigurationError(RuntimeError):
     """The app refuses to start: the message says which setting to fix."""
 
@@ -35,17 +38,17 @@ def check_secret_key(app: Flask) -> None:
     key = app.config.get("SECRET_KEY") or ""
     if app.config.get("WECHAT_SANDBOX"):
         return
-    if not key or key == DEV_SECRET_KEY:
+    if not key or key == DEV_SECRET_KEY or len(key.strip()) < MIN_SECRET_KEY_LENGTH or len(set(key)) < 8:
         raise ConfigurationError(
-            "SECRET_KEY is empty or the built-in development value, which anyone can read in the source and "
-            "use to sign staff tokens. Set SECRET_KEY to a long random value, e.g. "
-            '`python -c "import secrets; print(secrets.token_urlsafe(48))"`.'
+            "SECRET_KEY is empty, too short, too plain or the built-in development value; anyone who can guess "
+            f"it can sign staff tokens. Set SECRET_KEY to a random value of at least {MIN_SECRET_KEY_LENGTH} "
+            'characters, e.g. `python -c "import secrets; print(secrets.token_urlsafe(48))"`.'
         )
 
 
 def apply_session_policy(app: Flask) -> None:
     """Derived here, not in Config, so a test or deployment overriding either input keeps them in step."""
-    app.config["SESSION_COOKIE_SECURE"] = str(app.config.get("PUBLIC_BASE_URL") or "").startswith("https://")
+    app.config["SESSION_COOKIE_SECURE"] = str(app.config.get("PUBLIC_BASE_URL") or "").lower().startswith("https://")
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=int(app.config["MEMBER_TOKEN_MAX_AGE"]))
 
 
@@ -180,7 +183,11 @@ BIGINT_MAX = 2**63 - 1  # BIGINT (ledger entries)
 
 
 class IdConverter(IntegerConverter):
-    """``<id:member_id>``: a positive id within an INTEGER column; anything else is a 404."""
+    """``<id:member_id>``: a positive id within an INTEGER column, in ASCII digits without leading zeros
+    (``\\d`` would take full-width ``１``, and ``/0001`` would be a second address of member 1); anything
+    else is a 404."""
+
+    regex = r"[1-9][0-9]*"
 
     def __init__(self, map: Any, max: int = INT_MAX) -> None:  # noqa: A002 - werkzeug's argument name
         super().__init__(map, min=1, max=max)

@@ -188,10 +188,10 @@ def make_member(app: Flask):  # type: ignore[no-untyped-def]
     return make
 
 
-def assert_ledger_ok() -> None:
+def assert_ledger_ok(policies: tuple[str, ...] | None = None) -> None:
     from mp_backend.ledger.check import check_ledger
 
-    problems = check_ledger()
+    problems = check_ledger(policies=policies)
     assert problems == [], "\n".join(map(str, problems))
 
 

@@ -12,6 +12,7 @@ from mp_backend.config import DEV_SECRET_KEY, Config
 from mp_backend.security import ConfigurationError
 
 PRODUCTION = {"DATABASE_URL": "sqlite://", "PUBLIC_BASE_URL": "https://member.example.com"}
+REAL_KEY = "a-long-random-value-from-the-deployment-0123456789"
 
 
 @pytest.fixture
@@ -27,8 +28,12 @@ def environment(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def
     return set_env
 
 
-@pytest.mark.parametrize("secret", [None, "", DEV_SECRET_KEY])
-def test_outside_the_sandbox_the_app_refuses_a_missing_or_default_secret_key(environment, secret):
+@pytest.mark.parametrize(
+    "secret",
+    [None, "", DEV_SECRET_KEY, "x", " " * 40, "x" * 48, "short-but-random-9f2k"],
+    ids=["missing", "empty", "dev", "one-char", "spaces", "one-char-repeated", "short"],
+)
+def test_outside_the_sandbox_the_app_refuses_a_missing_weak_or_default_secret_key(environment, secret):
     # given a production-like environment (own database, so no sandbox) without a real SECRET_KEY
     environment(**PRODUCTION, **({"SECRET_KEY": secret} if secret is not None else {}))
     # when the app is created, then it refuses to start and says which setting to fix
@@ -37,7 +42,7 @@ def test_outside_the_sandbox_the_app_refuses_a_missing_or_default_secret_key(env
 
 
 def test_outside_the_sandbox_a_real_secret_key_starts(environment):
-    environment(**PRODUCTION, SECRET_KEY="a-long-random-value-from-the-deployment-0123456789")
+    environment(**PRODUCTION, SECRET_KEY=REAL_KEY)
     app = create_app(Config())
     assert not app.config["WECHAT_SANDBOX"]
 
@@ -49,7 +54,7 @@ def test_the_sandbox_starts_with_the_built_in_key(environment):
 
 
 def test_the_session_cookie_is_secure_behind_https_and_lives_no_longer_than_a_member_token(environment):
-    environment(**PRODUCTION, SECRET_KEY="x" * 48, MEMBER_TOKEN_MAX_AGE="3600")
+    environment(**PRODUCTION, SECRET_KEY=REAL_KEY, MEMBER_TOKEN_MAX_AGE="3600")
     app = create_app(Config())
     assert app.config["SESSION_COOKIE_SECURE"] is True
     assert app.config["SESSION_COOKIE_HTTPONLY"] is True
@@ -61,3 +66,8 @@ def test_the_session_cookie_is_not_secure_on_plain_http(environment):
     app = create_app(Config())
     assert app.config["SESSION_COOKIE_SECURE"] is False
     assert app.permanent_session_lifetime == timedelta(days=7)
+
+
+def test_an_upper_case_https_origin_still_makes_the_cookie_secure(environment):
+    environment(**{**PRODUCTION, "PUBLIC_BASE_URL": "HTTPS://Member.Example.com"}, SECRET_KEY=REAL_KEY)
+    assert create_app(Config()).config["SESSION_COOKIE_SECURE"] is True

@@ -21,12 +21,14 @@ Each broken row is one finding naming the row (``entry_id``), not also the corre
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from flask import current_app
 from sqlalchemy import Connection, text
 
 from ..extensions import db
+from .policy import split_refund, split_spend
 
 CREDIT_KINDS = ("credit",)
 SPEND_KINDS = ("debit", "hold")
@@ -71,12 +73,16 @@ class _Findings:
         return found + self.other
 
 
-def check_ledger(batch_size: int = 5000) -> list[Problem]:
+def check_ledger(batch_size: int = 5000, policies: Sequence[str] | None = None) -> list[Problem]:
+    """``policies``: the spending policies the debits, holds and captures may have been split by
+    (default: the configured ``SPENDING_POLICY``; name more for a deployment that changed it)."""
+    allowed = tuple(policies or (current_app.config["SPENDING_POLICY"],))
     with _snapshot() as conn:
         findings = _Findings()
-        sums = _replay_rows(conn, findings, batch_size)
+        sums = _replay_rows(conn, findings, batch_size, allowed)
         guard = _refund_guard(conn)
-        _check_references(conn, findings, guard, batch_size)
+        _check_references(conn, findings, guard, batch_size, allowed)
+        _check_guard_rows(conn, findings)
         _check_wallets(conn, findings, sums)
         _check_holds(conn, findings, sums)
         for key, count in conn.execute(
@@ -116,7 +122,9 @@ def _stream(conn: Connection, sql: str, batch_size: int) -> Iterator[tuple]:
     yield from conn.execution_options(yield_per=batch_size).execute(text(sql))
 
 
-def _replay_rows(conn: Connection, findings: _Findings, batch_size: int) -> dict[int, list[int]]:
+def _replay_rows(
+    conn: Connection, findings: _Findings, batch_size: int, policies: tuple[str, ...]
+) -> dict[int, list[int]]:
     """Replay each wallet's rows in order; check each row's after-values and the rule of its kind."""
     sums: dict[int, list[int]] = {}
     expected: list[int] = []  # the after-values the next row should build on
@@ -138,6 +146,14 @@ def _replay_rows(conn: Connection, findings: _Findings, batch_size: int) -> dict
         total[1] += dbonus
         total[2] += dh
         stored = [pa, ba, ha]
+        if kind in SPEND_KINDS and not _split_by_a_policy(amount, expected[0], expected[1], -dp, -dbonus, policies):
+            findings.row(
+                eid,
+                member_id,
+                "split",
+                f"a {kind} of {amount} from ({expected[0]}, {expected[1]}) took ({-dp}, {-dbonus}), "
+                f"not what the spending policy ({', '.join(policies)}) takes",
+            )
         replayed = [expected[0] + dp, expected[1] + dbonus, expected[2] + dh]
         if stored == replayed:
             expected, alternative = stored, None
@@ -153,6 +169,13 @@ def _replay_rows(conn: Connection, findings: _Findings, batch_size: int) -> dict
         for why in _shape_errors(kind, amount, dp, dbonus, dh, related, closes):
             findings.row(eid, member_id, "kind rule", why)
     return sums
+
+
+def _split_by_a_policy(amount: int, principal: int, bonus: int, took_principal: int, took_bonus: int,
+                      policies: tuple[str, ...]) -> bool:  # fmt: skip
+    if took_principal + took_bonus != amount or amount > principal + bonus:
+        return True  # the kind rule or the replay reports it
+    return any(split_spend(amount, principal, bonus, policy) == (took_principal, took_bonus) for policy in policies)
 
 
 def _shape_errors(kind: str, amount: int, dp: int, dbonus: int, dh: int, related: int | None,
@@ -208,7 +231,11 @@ def _refund_guard(conn: Connection) -> dict[int, tuple[int, int, int, int]]:
 
 
 def _check_references(
-    conn: Connection, findings: _Findings, guard: dict[int, tuple[int, int, int, int]], batch_size: int
+    conn: Connection,
+    findings: _Findings,
+    guard: dict[int, tuple[int, int, int, int]],
+    batch_size: int,
+    policies: tuple[str, ...],
 ) -> None:
     """Rows that point at another row: the kind, the member and the amounts must agree with it; refunds
     add up within their payment and within what the refund guard recorded."""
@@ -247,6 +274,14 @@ def _check_references(
                 dh != -pamount or dp > -pdp or dbonus > -pdb or amount != pamount - dp - dbonus
             ):
                 findings.row(eid, member_id, "reference", f"a capture of {amount} does not add up with hold {pid}")
+            elif kind == "capture" and not _split_by_a_policy(amount, -pdp, -pdb, -pdp - dp, -pdb - dbonus, policies):
+                findings.row(
+                    eid,
+                    member_id,
+                    "split",
+                    f"a capture of {amount} from hold {pid} of ({-pdp}, {-pdb}) took ({-pdp - dp}, {-pdb - dbonus}), "
+                    f"not what the spending policy ({', '.join(policies)}) takes",
+                )
         elif kind == "reversal":
             if pkind != "credit":
                 findings.row(eid, member_id, "reference", f"a reversal must undo a credit, entry {pid} is a {pkind}")
@@ -260,6 +295,16 @@ def _check_references(
                 continue
             taken = (-pdp, -pdb) if pkind == "debit" else (-(hdp or 0) - pdp, -(hdb or 0) - pdb)
             so_far = refunded.setdefault(pid, [0, 0])
+            if min(taken) >= 0 and dp + dbonus <= sum(taken) - sum(so_far):
+                fair = split_refund(dp + dbonus, taken[0], taken[1], so_far[0], so_far[1])
+                if fair != (dp, dbonus):
+                    findings.row(
+                        eid,
+                        member_id,
+                        "split",
+                        f"a refund of {dp + dbonus} of payment {pid} gave back ({dp}, {dbonus}); in the payment's "
+                        f"proportion it gives back {fair}",
+                    )
             so_far[0] += dp
             so_far[1] += dbonus
             if so_far[0] > taken[0] or so_far[1] > taken[1]:
@@ -330,3 +375,25 @@ def _check_holds(conn: Connection, findings: _Findings, sums: dict[int, list[int
         )  # fmt: skip
     ):
         findings.add(Problem(None, "closed twice", f"entry {closes} closed by {count} entries"))
+
+
+def _check_guard_rows(conn: Connection, findings: _Findings) -> None:
+    """Each refund guard row belongs to a payment of its member and says what that payment took."""
+    for pid, member_id, tp, tb, _rp, _rb, kind, pmember, pdp, pdb, hdp, hdb in conn.execute(
+        text(
+            "SELECT g.payment_entry_id, g.member_id, g.taken_principal_fen, g.taken_bonus_fen, "
+            "g.refunded_principal_fen, g.refunded_bonus_fen, p.kind, p.member_id, p.principal_delta_fen, "
+            "p.bonus_delta_fen, h.principal_delta_fen, h.bonus_delta_fen "
+            "FROM payment_refundable g LEFT JOIN ledger_entry p ON p.id = g.payment_entry_id "
+            "LEFT JOIN ledger_entry h ON h.id = p.related_entry_id AND p.kind = 'capture' "
+            "ORDER BY g.payment_entry_id"
+        )
+    ):
+        if kind not in PAYMENT_KINDS or pmember != member_id:
+            why = f"points at entry {pid}, a {kind} of wallet {pmember}, not a payment of wallet {member_id}"
+        else:
+            taken = (-pdp, -pdb) if kind == "debit" else (-(hdp or 0) - pdp, -(hdb or 0) - pdb)
+            if (tp, tb) == taken:
+                continue
+            why = f"payment {pid} took {taken}, payment_refundable says ({tp}, {tb})"
+        findings.add(Problem(member_id, "refund guard out of step", why))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,7 @@ ENTRY_COLUMNS = (
     "related_entry_id",
     "closes_entry_id",
     "request_hash",
+    "store_id",
 )
 _INSERT_COLUMNS = (
     "member_id, kind, amount_fen, principal_delta_fen, bonus_delta_fen, held_delta_fen, principal_after_fen, "
@@ -107,7 +109,8 @@ class _Statements:
         )
         self.entry_by_id = sql(f"{entry} WHERE id = ?")
         self.entry_by_key = sql(f"{entry} WHERE idempotency_key = ?")
-        self.closer_of = sql("SELECT kind FROM ledger_entry WHERE closes_entry_id = ?")
+        # A locking read: the latest committed settlement, whatever the isolation level's snapshot says.
+        self.closer_of = sql(f"SELECT kind FROM ledger_entry WHERE closes_entry_id = ?{lock}")
         self.insert_entry = sql(f"INSERT INTO ledger_entry ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 18)})")
         self.apply_deltas = sql(
             "UPDATE wallet SET principal_fen = principal_fen + ?, bonus_fen = bonus_fen + ?, held_fen = held_fen + ? "
@@ -119,9 +122,13 @@ class _Statements:
         )
         self.insert_refundable = sql(
             "INSERT INTO payment_refundable (payment_entry_id, member_id, taken_principal_fen, taken_bonus_fen, "
-            "refunded_principal_fen, refunded_bonus_fen) VALUES (?, ?, ?, ?, 0, 0)"
+            "refunded_principal_fen, refunded_bonus_fen) VALUES (?, ?, ?, ?, ?, ?)"
         )
         # The guard: the database, not this process's arithmetic, decides whether the refund still fits.
+        self.refunded_in_ledger = sql(
+            "SELECT COALESCE(SUM(principal_delta_fen), 0), COALESCE(SUM(bonus_delta_fen), 0) FROM ledger_entry "
+            f"WHERE related_entry_id = ? AND kind = 'refund'{lock}"
+        )
         self.take_refundable = sql(
             "UPDATE payment_refundable SET refunded_principal_fen = refunded_principal_fen + ?, "
             "refunded_bonus_fen = refunded_bonus_fen + ? WHERE payment_entry_id = ? "
@@ -219,6 +226,7 @@ class Posting:
     held_delta_fen: int
     balance: Balance
     replayed: bool = False
+    store_id: int | None = None
 
     @classmethod
     def from_row(cls, m: dict[str, Any], replayed: bool = False) -> Posting:
@@ -232,6 +240,7 @@ class Posting:
             held_delta_fen=m["held_delta_fen"],
             balance=Balance(m["principal_after_fen"], m["bonus_after_fen"], m["held_after_fen"]),
             replayed=replayed,
+            store_id=m["store_id"],
         )
 
 
@@ -440,6 +449,8 @@ def open_wallet(member_id: int) -> None:
 
 def set_frozen(member_id: int, frozen: bool) -> None:
     """Stop (or allow again) new money and payments for a frozen or lost card, in the caller's transaction."""
+    if type(frozen) is not bool:
+        raise ValidationFailed("frozen 必须是 true 或 false", code="invalid_frozen")
     tx = _Tx()
     if tx.run(tx.sql.set_frozen, (1 if frozen else 0, _member_id(member_id))).rowcount != 1:
         raise MemberNotFound()
@@ -487,6 +498,13 @@ def _execute(request: _Request, plan: Planner, amount_optional: bool = False) ->
             if is_duplicate_key(error):  # a racing copy committed first: run the whole call again
                 raise RetryTransaction() from error
             raise
+        except AppError as error:
+            # A racing copy may have committed while this call waited for the wallet lock, and then
+            # this one is refused (the money it moved is gone): answer with the first result.
+            row = tx.one(tx.sql.entry_by_key, (request.key,))
+            if row is None:
+                raise
+            return _replay(row, request, error)
     try:
         return _apply_in_transaction(request, plan)
     except (AppError, IntegrityError) as error:
@@ -541,7 +559,9 @@ def _apply(request: _Request, plan: Planner) -> Posting:
         raise
     if tx.run(tx.sql.apply_deltas, (p.dp, p.db, p.dh, p.member_id)).rowcount != 1:
         raise MemberNotFound()  # we hold its row lock: only a wallet that vanished gets here
-    return Posting(entry_id, p.member_id, request.kind, p.amount_fen, p.dp, p.db, p.dh, after)
+    return Posting(
+        entry_id, p.member_id, request.kind, p.amount_fen, p.dp, p.db, p.dh, after, store_id=request.store_id
+    )
 
 
 _apply_in_transaction = transactional(_apply)
@@ -557,13 +577,14 @@ def _is_foreign_key_error(error: IntegrityError) -> bool:
 
 
 def _validate(request: _Request, amount_optional: bool) -> None:
-    key = request.key
-    if not _is_text(key, MAX_KEY_LENGTH) or not key.strip():
-        raise ValidationFailed("请求号（幂等键）必须是 1-128 个字符", code="invalid_idempotency_key")
-    if not _is_text(request.operator, MAX_OPERATOR_LENGTH) or not request.operator:
+    if not _is_name(request.key, MAX_KEY_LENGTH):
+        raise ValidationFailed(
+            "请求号（幂等键）必须是 1-128 个字符，不能只有空格或控制字符", code="invalid_idempotency_key"
+        )
+    if not _is_name(request.operator, MAX_OPERATOR_LENGTH):
         raise ValidationFailed("缺少操作人（最长 64 个字符）", code="invalid_operator")
-    if request.reference is not None and not _is_text(request.reference, MAX_REFERENCE_LENGTH):
-        raise ValidationFailed("单号最长 64 个字符", code="invalid_reference")
+    if request.reference is not None and not _is_name(request.reference, MAX_REFERENCE_LENGTH):
+        raise ValidationFailed("单号必须是 1-64 个字符", code="invalid_reference")
     if not _is_text(request.note, None):
         raise ValidationFailed("备注必须是文字", code="invalid_note")
     if request.kind in MEMBER_KINDS:
@@ -577,14 +598,23 @@ def _validate(request: _Request, amount_optional: bool) -> None:
         raise InvalidAmount(details={"max_fen": MAX_AMOUNT_FEN})
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _is_text(value: object, max_length: int | None) -> bool:
-    if type(value) is not str or (max_length is not None and len(value) > max_length):
+    """Free text for people (a note, a reason): a str the database can store, no NUL."""
+    if type(value) is not str or (max_length is not None and len(value) > max_length) or "\x00" in value:
         return False
     try:
         value.encode("utf-8")  # a lone surrogate cannot be stored
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _is_name(value: object, max_length: int) -> bool:
+    """A key, an operator, an order number: text on one line, not blank, no control characters."""
+    return _is_text(value, max_length) and bool(value.strip()) and not _CONTROL.search(value)  # type: ignore[union-attr]
 
 
 def _reason(reason: object, missing: str) -> str:
@@ -699,14 +729,15 @@ def _plan_refund(tx: _Tx, r: _Request) -> _Plan:
     assert r.amount_fen is not None
     paid = _load_entry(tx, r.target_entry_id, ("debit", "capture"), "payment_not_found", "原支付记录不存在")
     before, _frozen = _lock(tx, paid["member_id"])
-    # Locking reads see the latest committed refunds at any isolation level.
-    row = tx.one(tx.sql.lock_refundable, (paid["id"],))
-    if row is None:
-        taken_principal, taken_bonus = _taken_by(tx, paid)
-        tx.run(tx.sql.insert_refundable, (paid["id"], paid["member_id"], taken_principal, taken_bonus))
-        refunded_principal = refunded_bonus = 0
-    else:
-        taken_principal, taken_bonus, refunded_principal, refunded_bonus = row
+    # What the payment took comes from its immutable rows, what was refunded from the ledger's own refund
+    # rows (locking reads: the latest committed, at any isolation level). The guard row is the database's
+    # own limit on top: created by the first refund, raised by a guarded UPDATE below.
+    taken_principal, taken_bonus = _taken_by(tx, paid)
+    refunded = tx.one(tx.sql.refunded_in_ledger, (paid["id"],))
+    refunded_principal, refunded_bonus = int(refunded[0]), int(refunded[1])  # type: ignore[index]
+    if tx.one(tx.sql.lock_refundable, (paid["id"],)) is None:
+        guard_row = (paid["id"], paid["member_id"], taken_principal, taken_bonus, refunded_principal, refunded_bonus)
+        tx.run(tx.sql.insert_refundable, guard_row)
     refundable = taken_principal + taken_bonus - refunded_principal - refunded_bonus
     if r.amount_fen > refundable:
         raise Conflict("退款金额超过可退金额", code="refund_exceeds_payment", details={"refundable_fen": refundable})

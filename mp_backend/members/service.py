@@ -152,8 +152,14 @@ def withdraw_offline(
 def reverse_credit(
     credit_entry_id: int, *, key: str, staff_id: int, reason: str, store_id: int | None = None
 ) -> ledger.Posting:
-    """Correct a mistaken credit with a reversing entry: permission, ledger row and audit row, one transaction."""
+    """Correct a mistaken credit with a reversing entry: permission, ledger row and audit row, one transaction.
+
+    The staff member must be allowed at the store the reversal is booked at AND at the store the credit
+    was made at (a credit made online, with no store, is HQ's to reverse)."""
     require_permission(staff_id, "reverse_entry", store_id)
+    credit = ledger.find_entry(credit_entry_id)
+    if credit.store_id != store_id:
+        require_permission(staff_id, "reverse_entry", credit.store_id)
     posting = ledger.reverse(credit_entry_id, key=key, operator=f"staff:{staff_id}", reason=reason, store_id=store_id)
     if not posting.replayed:
         audit(staff_id, "reverse_entry", f"entry:{credit_entry_id}", reason.strip())

@@ -177,6 +177,8 @@ def store_ids_in_scope(staff: Staff) -> list[int] | None:
 
 
 def require_permission(staff_id: int, action: str, store_id: int | None) -> Staff:
+    if type(staff_id) is not int or not 1 <= staff_id <= 2**31 - 1:  # True, "1", 1.0 are nobody
+        raise Forbidden("操作员不存在或已停用", code="staff_not_found")
     staff = db.session.get(Staff, staff_id)
     if staff is None or not staff.active:
         raise Forbidden("操作员不存在或已停用", code="staff_not_found")

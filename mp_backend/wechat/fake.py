@@ -216,11 +216,14 @@ def _flat_xml(text: str | bytes) -> dict[str, str] | None:
     return {child.tag: (child.text or "") for child in root}
 
 
+FAKE_MAX_BODY_BYTES = 1024 * 1024
+
+
 def _json_body() -> Any:
     """WeChat reads the body as JSON whatever the Content-Type (wechatpy sends none)."""
     try:
         return json.loads(request.get_data(cache=True) or b"null")
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting: not JSON WeChat would accept either
         return None
 
 
@@ -357,6 +360,9 @@ class FakeWeChat:
 
     def _build_app(self) -> Flask:
         app = Flask(f"{__name__}.{id(self)}")
+        # WeChat's own limits are far below this; the sandbox is served by make run, so it must not read
+        # a 200 MB body into memory either (refused by the declared length, before reading).
+        app.config["MAX_CONTENT_LENGTH"] = FAKE_MAX_BODY_BYTES
         api: dict[str, Handler] = {
             "cgi-bin/token": self._token,
             "cgi-bin/stable_token": self._stable_token,
@@ -395,7 +401,7 @@ class FakeWeChat:
         if body and (request.mimetype == "application/json" or body.lstrip().startswith(b"{")):
             try:
                 parsed_json = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 parsed_json = None
         xml = _flat_xml(body) if is_pay and body else None
         with self._lock:

@@ -460,3 +460,48 @@ def test_inserting_is_still_allowed(history):
     # then (the tests above rely on it)
     assert forged is not None
     assert_ledger_ok()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Splits no spending policy or refund rule gives (found by the outside review)
+
+
+def only_row(problems, entry_id):  # type: ignore[no-untyped-def]
+    assert [p.entry_id for p in problems] == [entry_id], "\n".join(map(str, problems))
+    return problems[0]
+
+
+def test_refund_that_gives_gift_money_back_as_principal_is_named(history):
+    # given A's debit of 30.00 that took 25.00 principal and 5.00 bonus
+    # when a forged refund of 6.00 gives all of it back as principal (pro rata: 5.00 + 1.00)
+    forged = forge(history.a, "refund", 600, (600, 0, 0), related_entry_id=history.a_debit)
+    # then the row is named for its split
+    problem = only_row(check_ledger(), forged)
+    assert problem.invariant == "split"
+    assert "(500, 100)" in problem.detail
+
+
+def test_debit_that_takes_only_bonus_under_the_proportional_policy_is_named(history):
+    # given B with 38.00 principal and 8.00 bonus after its debit
+    # when a forged debit of 8.00 takes it all from bonus (proportional: about 6.61 + 1.39)
+    forged = forge(history.b, "debit", 800, (0, -800, 0))
+    # then the row is named, unless the deployment says its debits may also be bonus-first
+    assert only_row(check_ledger(), forged).invariant == "split"
+    assert check_ledger(policies=("proportional", "bonus_first")) == []
+
+
+def test_capture_that_takes_only_bonus_is_named(history):
+    # given an open hold of A's of 10.00 (about 8.70 principal, 1.30 bonus)
+    held = ledger.hold(history.a, 1_000, key="open-hold", operator="t")
+    hp, hb = -held.principal_delta_fen, -held.bonus_delta_fen
+    # when a forged capture of 1.00 takes it from the hold's bonus and releases the rest
+    forged = forge(
+        history.a,
+        "capture",
+        100,
+        (hp, hb - 100, -1_000),
+        related_entry_id=held.entry_id,
+        closes_entry_id=held.entry_id,
+    )
+    # then
+    assert only_row(check_ledger(), forged).invariant == "split"

@@ -413,9 +413,9 @@ def test_reversal_of_a_credit_takes_it_back_once(admin_id, make_member):
 
 
 def test_reversal_of_a_bonus_credit(org, make_member):
-    # given a gift credited by mistake
+    # given a gift credited by mistake at sh01
     member_id = make_member(1_000)
-    gift = ledger.credit(member_id, 500, bucket="bonus", key="gift", operator="till")
+    gift = ledger.credit(member_id, 500, bucket="bonus", key="gift", operator="till", store_id=org["stores"]["sh01"])
     # when it is reversed
     reversal = members.reverse_credit(
         gift.entry_id,

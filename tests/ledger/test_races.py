@@ -65,6 +65,9 @@ def _worker_main(index: int, database_url: str, tasks: Any, results: Any, barrie
     from mp_backend.errors import AppError
     from mp_backend.extensions import db as worker_db
     from mp_backend.ledger import service as worker_ledger
+    from mp_backend.members import service as worker_members
+
+    services = {"members": worker_members}
 
     def build(isolation: str) -> Any:
         options = {**engine_options(database_url), "isolation_level": isolation}
@@ -93,7 +96,8 @@ def _worker_main(index: int, database_url: str, tasks: Any, results: Any, barrie
                         worker_db.session.rollback()
                         continue
                     try:
-                        posting = getattr(worker_ledger, name)(*args, **kwargs)
+                        module, _, function = name.rpartition(".")  # "members.withdraw_offline": nested calls
+                        posting = getattr(services.get(module, worker_ledger), function)(*args, **kwargs)
                         outcomes.append(("ok", _posting_as_dict(posting)))
                     except AppError as error:
                         outcomes.append(("error", error.code))
@@ -337,7 +341,8 @@ def test_same_key_sent_sixteen_times_at_once_takes_effect_once(app, make_member,
 # One hold, captured and voided at once
 
 
-def test_capture_against_void_of_one_hold(app, make_member, workers):
+@pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ"])
+def test_capture_against_void_of_one_hold(app, make_member, workers, isolation):
     # given a hold of 50.00 that took 40.00 principal and 10.00 bonus
     member_id = make_member(20_000, 5_000)
     held = ledger.hold(member_id, 5_000, key="the-hold", operator="race")
@@ -350,7 +355,7 @@ def test_capture_against_void_of_one_hold(app, make_member, workers):
         for w in range(PROCESSES)
     ]
     # when 8 processes capture it (each its own amount and key) and 8 void it, at once
-    outcomes = workers.race(plan)
+    outcomes = workers.race(plan, isolation=isolation)
     # then exactly one settled it; the others were told it is settled
     winners = [o for o in outcomes if o.ok]
     assert len(winners) == 1, codes(outcomes)
@@ -470,3 +475,32 @@ def test_workers_run_at_the_isolation_level_asked_for(app, workers):
     for isolation in ("READ COMMITTED", "REPEATABLE READ"):
         outcomes = workers.race([[call("sql:SELECT @@tx_isolation")] for _ in range(PROCESSES)], isolation=isolation)
         assert {o.value for o in outcomes} == {isolation.replace(" ", "-")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ledger calls inside a larger service call (permission + ledger row + audit row in one transaction)
+
+
+@pytest.mark.parametrize("operation", ["withdraw_offline", "reverse_credit"])
+def test_same_key_nested_in_a_staff_action_sixteen_times_at_once_takes_effect_once(
+    org, make_member, workers, operation
+):
+    # given a member with 50.00 principal (or a mistaken credit of 50.00), and an HQ admin
+    admin = org["staff"]["admin"]
+    member_id = make_member(5_000)
+    if operation == "withdraw_offline":  # the whole principal: a copy that lost the race finds nothing left
+        request = call("members.withdraw_offline", member_id, 5_000, key="same-key", staff_id=admin, reason="退卡")
+    else:
+        credit = ledger.credit(member_id, 5_000, key="mistake", operator="race")
+        request = call("members.reverse_credit", credit.entry_id, key="same-key", staff_id=admin, reason="输错")
+    rows_before = count_rows("ledger_entry")
+    audits_before = count_rows("audit_log")
+    # when 16 processes send the same staff action, under one key, at once
+    outcomes = workers.race([[request] for _ in range(PROCESSES)])
+    # then every one of them is answered with the one row (never insufficient_balance or already_reversed)
+    assert all(o.ok for o in outcomes), codes(outcomes)
+    assert len({o.posting["entry_id"] for o in outcomes}) == 1
+    assert sum(not o.posting["replayed"] for o in outcomes) == 1
+    assert count_rows("ledger_entry") == rows_before + 1
+    assert count_rows("audit_log") == audits_before + 1  # and one audit row, not one per copy
+    assert_ledger_ok()

@@ -468,3 +468,19 @@ def test_reversal_of_a_spent_credit_is_refused(client, org, login, make_member):
     assert response.status_code == 409
     assert error_of(response)["code"] == "insufficient_balance"
     assert_ledger_ok()
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [lambda n: str(n).translate({ord(d): chr(0xFF10 + int(d)) for d in "0123456789"}), lambda n: f"000{n}",
+     lambda n: f"+{n}", lambda n: f"{n}.0"],
+    ids=["full-width", "leading-zeros", "plus", "decimal"],
+)  # fmt: skip
+def test_an_id_is_written_one_way_only(client, org, login, make_member, spell):
+    # given a member, found at its plain id
+    member_id = make_member()
+    assert client.get(f"/admin/api/members/{member_id}", headers=login("admin")).status_code == 200
+    # when the console asks for it spelled another way (full-width digits, leading zeros, ...)
+    response = client.get(f"/admin/api/members/{spell(member_id)}", headers=login("admin"))
+    # then it is not found: one resource, one address
+    assert response.status_code == 404

@@ -455,3 +455,17 @@ def test_both_apps_answer_one_unionid_for_a_sandbox_openid(fake: FakeWeChatServe
         grant_type="authorization_code",
     )
     assert wxa["unionid"] == oauth["unionid"] == "sandbox-union-alice"
+
+
+def test_the_fake_refuses_a_huge_body_before_reading_it_and_survives_deep_json():
+    # the sandbox serves the fake from `make run`: it must be no easier to knock over than the app
+    from mp_backend.wechat.fake import FakeWeChat
+
+    client = FakeWeChat().app.test_client()
+    # (an empty body declared as 300 MB: refused by the declaration alone)
+    huge = client.post(
+        "/wechat/sns/jscode2session", data=b"", environ_overrides={"CONTENT_LENGTH": str(300 * 1024 * 1024)}
+    )
+    assert huge.status_code == 413
+    deep = client.post("/wechat/sns/jscode2session", data=b"[" * 100_000, content_type="application/json")
+    assert deep.status_code < 500
