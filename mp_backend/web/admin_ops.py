@@ -56,7 +56,10 @@ def batch_upload(files: dict):  # type: ignore[no-untyped-def]
     optional form fields ``store_code`` and ``note``. Every row is checked first; errors come back by
     row number and nothing is applied. A valid batch is applied by a job: poll its progress."""
     upload = files["file"]
-    data = upload.read(batch_service.max_upload_bytes() + 1)
+    try:
+        data = upload.read(batch_service.max_upload_bytes() + 1)
+    finally:
+        upload.close()  # a large upload is spooled to a temporary file: release it now
     uploaded = batch_service.upload(
         current_staff().id,
         upload.filename or "",
