@@ -19,7 +19,7 @@ template_t = CouponTemplate.__table__
 coupon_t = Coupon.__table__
 
 
-def issue_for_order(member_id: int, template_id: int, qty: int, order_id: int) -> tuple[int, str]:
+def issue_for_order(member_id: int, template_id: int, qty: int, order_id: int | None) -> tuple[int, str]:
     """Take ``qty`` from the template's stock and issue the coupons, in the caller's transaction.
 
     All or nothing: returns (granted, "") or (0, why it lapsed)."""

@@ -34,6 +34,7 @@ from ..members import cards
 from ..members.models import Member, MemberOpenid
 from ..models_base import utcnow
 from ..money import yuan
+from ..notices import service as notices
 from ..org import service as org
 from ..org.models import Merchant, Staff, Store
 from ..transaction import transactional
@@ -625,28 +626,46 @@ def _credit_order(order: Any, via: str, raw: dict[str, str]) -> None:
             order.id,
             f"入账后本金 {yuan(posting.balance.principal_fen)} 元，超过单卡上限 {yuan(order.cap_fen)} 元",
         )
-    if order.bonus_fen:
-        ledger.credit(
-            order.member_id, order.bonus_fen, key=f"recharge:{no}:bonus", bucket="bonus", note="充值赠送", **common
+    bonus, rewards = grant_rewards(order, key_prefix=f"recharge:{no}", order_id=order.id, **common)
+    if rewards:
+        db.session.execute(update(order_t).where(order_t.c.id == order.id).values(**rewards))
+    log.info("recharge %s credited (via %s): %d fen + %d bonus", no, via, order.amount_fen, order.bonus_fen)
+    notices.notify_after_commit(bonus or posting, order.amount_fen + order.bonus_fen, "充值")
+
+
+def grant_rewards(
+    reward: Any, *, key_prefix: str, order_id: int | None, operator: str, store_id: int | None, reference: str
+) -> tuple[ledger.Posting | None, dict[str, Any]]:
+    """Give a rule's bonus, points, coupons and card, in the caller's transaction (``reward``: an order row,
+    or any object with its columns ``member_id``, ``bonus_fen``, ``points``, ``coupon_template_id``,
+    ``coupon_qty``, ``card_type_id``, ``card_only_non_members``). Returns the bonus posting and the
+    outcome columns (coupons_granted, coupons_lapsed, card_outcome, reward_note) to record."""
+    common = {"operator": operator, "store_id": store_id, "reference": reference}
+    bonus = None
+    if reward.bonus_fen:
+        bonus = ledger.credit(
+            reward.member_id, reward.bonus_fen, key=f"{key_prefix}:bonus", bucket="bonus", note="充值赠送", **common
         )
-    if order.points:
+    if reward.points:
         points_service.award_points(
-            order.member_id, order.points, key=f"recharge:{no}:points", source="recharge", reference=no
+            reward.member_id, reward.points, key=f"{key_prefix}:points", source="recharge", reference=reference
         )
     rewards: dict[str, Any] = {}
     notes = []
-    if order.coupon_template_id and order.coupon_qty:
-        granted, lapse = coupons.issue_for_order(order.member_id, order.coupon_template_id, order.coupon_qty, order.id)
-        rewards.update(coupons_granted=granted, coupons_lapsed=order.coupon_qty - granted)
+    if reward.coupon_template_id and reward.coupon_qty:
+        granted, lapse = coupons.issue_for_order(
+            reward.member_id, reward.coupon_template_id, reward.coupon_qty, order_id
+        )
+        rewards.update(coupons_granted=granted, coupons_lapsed=reward.coupon_qty - granted)
         if lapse:
             notes.append(f"优惠券未发放：{lapse}")
-    if order.card_type_id:
+    if reward.card_type_id:
         outcome = cards.grant_card(
-            order.member_id,
-            order.card_type_id,
-            only_non_members=order.card_only_non_members,
+            reward.member_id,
+            reward.card_type_id,
+            only_non_members=reward.card_only_non_members,
             source="recharge",
-            reference=no,
+            reference=reference,
         )
         rewards["card_outcome"] = outcome
         if outcome == cards.LAPSED_HOLDER:
@@ -655,9 +674,7 @@ def _credit_order(order: Any, via: str, raw: dict[str, str]) -> None:
             notes.append("会员卡未赠送：已持有同级或更高等级的卡")
     if notes:
         rewards["reward_note"] = "；".join(notes)[:255]
-    if rewards:
-        db.session.execute(update(order_t).where(order_t.c.id == order.id).values(**rewards))
-    log.info("recharge %s credited (via %s): %d fen + %d bonus", no, via, order.amount_fen, order.bonus_fen)
+    return bonus, rewards
 
 
 @transactional

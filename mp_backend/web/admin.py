@@ -112,3 +112,5 @@ def reverse(body: dict, entry_id: int) -> dict:
 
 
 from . import admin_recharge  # noqa: E402,F401  (recharge routes on this blueprint)
+
+from . import admin_ops  # noqa: E402,F401,I001  # isort: skip  (offline and batch recharges, ledger records)

@@ -53,3 +53,5 @@ def bind_phone(body: dict) -> dict:
 
 
 from . import member_recharge  # noqa: E402,F401  (recharge routes on this blueprint)
+
+from . import member_records  # noqa: E402,F401  # isort: skip  (the member's own ledger records)

@@ -1,0 +1,1 @@
+"""Balance change notices: a WeChat template message after money moves, once per ledger entry."""

@@ -1,0 +1,161 @@
+"""Balance change notices: after money moves and the transaction commits, a job sends the member a
+WeChat template message (what happened, the amount, the balance after, the store, the time).
+
+Where credits and debits happen, the service that owns the transaction calls ``notify_after_commit``
+with the ledger posting, inside its ``@transactional`` call: the job is enqueued only once that
+transaction commits (``jobs.enqueue_after_commit``), so a rolled-back payment sends nothing. Called
+today by recharge settlement (``recharge.service._credit_order``), offline recharges and batch rows;
+payments, till charges and refunds call it the same way after their ledger operation.
+
+The job (``jobs.notices.send_balance_notice``) sends each entry at most once: it first claims the
+entry in ``balance_notice`` (UNIQUE entry_id) in its own transaction, then calls WeChat, then records
+the outcome. A retried or duplicated job finds the claim and sends nothing; a crash between the send
+and the record leaves the claim (``sending``), so the member may miss a notice but never gets two.
+A member without an official-account openid, or a deployment without a template id
+(``WECHAT_TEMPLATE_BALANCE_CHANGE``), is recorded as ``skipped`` without calling WeChat; a WeChat
+refusal is recorded as ``failed`` and the next run of the job for that entry tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import AppError
+from ..extensions import db, jobs
+from ..ledger.models import LedgerEntry
+from ..members.models import MemberOpenid
+from ..models_base import utcnow
+from ..money import yuan
+from ..org.models import Store
+from ..records.words import china_time, kind_words, signed_yuan
+from ..transaction import transactional
+from .models import BalanceNotice
+
+log = logging.getLogger(__name__)
+
+JOB = "jobs.notices.send_balance_notice"
+notice_t = BalanceNotice.__table__
+
+
+def template_id() -> str:
+    return str(
+        current_app.config.get("WECHAT_TEMPLATE_BALANCE_CHANGE")
+        or os.environ.get("WECHAT_TEMPLATE_BALANCE_CHANGE")
+        or ""
+    )
+
+
+def notify_after_commit(posting: Any, amount_fen: int | None = None, title: str | None = None) -> None:
+    """Send the member a notice about this ledger posting once the caller's transaction commits.
+
+    ``amount_fen`` and ``title`` override what the message says (a recharge with a gift is one notice of
+    principal + bonus, sent for its last entry). A replayed posting changed nothing: no notice."""
+    if getattr(posting, "replayed", False):
+        return
+    entry_id = int(posting.entry_id)
+    jobs.enqueue_after_commit(JOB, entry_id, amount_fen, title, job_id=f"balance-notice-{entry_id}")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    notice_id: int
+    openid: str
+    template_id: str
+    data: dict[str, dict[str, str]]
+
+
+def send(entry_id: int, amount_fen: int | None = None, title: str | None = None) -> str:
+    """Send the notice of one ledger entry, at most once. Returns what happened: sent, skipped,
+    failed, or done (an earlier run already handled it)."""
+    try:
+        claimed = _claim(entry_id, amount_fen, title)
+    except IntegrityError:  # a concurrent run inserted its claim first
+        db.session.rollback()
+        return "done"
+    if not isinstance(claimed, Claimed):
+        return claimed
+    from ..wechat import clients
+
+    try:
+        with clients.translate_errors("template message"):
+            result = clients.mp_client().message.send_template(claimed.openid, claimed.template_id, claimed.data)
+    except AppError as error:
+        _finish(claimed.notice_id, "failed", detail=f"{error.code}: {error.message}")
+        return "failed"
+    msgid = str((result or {}).get("msgid") or "")[:32] or None
+    _finish(claimed.notice_id, "sent", msgid=msgid)
+    return "sent"
+
+
+@transactional
+def _claim(entry_id: int, amount_fen: int | None, title: str | None) -> Claimed | str:
+    entry = db.session.get(LedgerEntry, entry_id)
+    if entry is None:
+        return "missing"
+    existing = db.session.scalars(
+        select(BalanceNotice).where(BalanceNotice.entry_id == entry_id).with_for_update()
+    ).first()
+    if existing is not None and existing.status != "failed":
+        return "done"
+    appid = current_app.config.get("WECHAT_MP_APPID") or ""
+    openid = db.session.scalar(
+        select(MemberOpenid.openid).where(MemberOpenid.member_id == entry.member_id, MemberOpenid.appid == appid)
+    )
+    template = template_id()
+    status, detail = "sending", ""
+    if not openid:
+        status, detail = "skipped", "会员没有公众号 openid（未关注或未在公众号中登录）"
+    elif not template:
+        status, detail = "skipped", "未配置余额变动模板（WECHAT_TEMPLATE_BALANCE_CHANGE）"
+    if existing is not None:  # failed before: claim it again for this attempt
+        existing.status, existing.detail, existing.attempts = status, detail, existing.attempts + 1
+        notice = existing
+    else:
+        notice = BalanceNotice(
+            entry_id=entry_id,
+            member_id=entry.member_id,
+            status=status,
+            openid=openid or None,
+            template_id=template or None,
+            detail=detail,
+            attempts=1,
+            created_at=utcnow(),
+        )
+        db.session.add(notice)
+    db.session.flush()
+    if status == "skipped":
+        log.info("balance notice for entry %s skipped: %s", entry_id, detail)
+        return "skipped"
+    return Claimed(notice.id, str(openid), template, _message(entry, amount_fen, title))
+
+
+def _message(entry: LedgerEntry, amount_fen: int | None, title: str | None) -> dict[str, dict[str, str]]:
+    store = db.session.get(Store, entry.store_id) if entry.store_id else None
+    amount = entry.amount_fen if amount_fen is None else amount_fen
+    what = title or kind_words(entry.kind, entry.principal_delta_fen, entry.bonus_delta_fen)
+    available = entry.principal_after_fen + entry.bonus_after_fen
+    return {
+        "first": {"value": f"您的会员卡余额有变动：{what}"},
+        "keyword1": {"value": what},
+        "keyword2": {"value": f"{signed_yuan(entry.kind, amount)} 元"},
+        "keyword3": {"value": f"{yuan(available)} 元"},
+        "keyword4": {"value": store.name if store else "线上"},
+        "keyword5": {"value": china_time(entry.created_at)},
+        "remark": {"value": "如非本人操作，请及时联系门店。"},
+    }
+
+
+@transactional
+def _finish(notice_id: int, status: str, *, msgid: str | None = None, detail: str = "") -> None:
+    db.session.execute(
+        update(notice_t)
+        .where(notice_t.c.id == notice_id)
+        .values(status=status, msgid=msgid, detail=detail[:255], sent_at=utcnow() if status == "sent" else None)
+    )

@@ -1,0 +1,1 @@
+"""Records: ledger entries as members and the merchant read them."""
