@@ -15,7 +15,17 @@ from .extensions import api, db, jobs, migrate
 
 # Blueprint modules under mp_backend/web, each exposing ``blp`` (a flask-smorest Blueprint) or ``bp``.
 BLUEPRINTS = ("pages", "member", "admin", "open", "wechat_mp", "wechat_pay")
-MODEL_MODULES = ("org.models", "members.models", "ledger.models", "ledger.points", "members.cards", "recharge.models")
+MODEL_MODULES = (
+    "org.models",
+    "members.models",
+    "ledger.models",
+    "ledger.points",
+    "members.cards",
+    "recharge.models",
+    "clients.models",
+    "spending.paycode",
+    "spending.till",
+)
 
 
 def create_app(config: Any = None) -> Flask:
@@ -69,8 +79,9 @@ SECURITY_SCHEMES = {
         "in": "header",
         "name": "X-Signature",
         "description": (
-            "HMAC-SHA256 request signature of the till / shop system, with X-Client-Id, X-Timestamp and "
-            "X-Nonce: see the README, section “Open API for the till and shop”"
+            "HMAC-SHA256 request signature of the till / shop system (lowercase hex), sent with the headers "
+            "X-Client-Id, X-Timestamp (unix seconds, within 300 s) and X-Nonce (16-64 characters, single use); "
+            "mutating calls also send Idempotency-Key: see the README, section “Open API for the till and shop”"
         ),
     },
 }

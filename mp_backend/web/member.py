@@ -53,3 +53,4 @@ def bind_phone(body: dict) -> dict:
 
 
 from . import member_recharge  # noqa: E402,F401  (recharge routes on this blueprint)
+from .member_paycode import pay_code  # noqa: E402,F401  (the payment code, on this blueprint)
