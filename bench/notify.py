@@ -174,8 +174,11 @@ def fund_credit_wallets(app: Any, count: int) -> list[int]:
 
 
 class Gunicorn:
-    def __init__(self, url: str, workers: int, port: int, log_path: Path) -> None:
+    def __init__(
+        self, url: str, workers: int, port: int, log_path: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "BENCH_ENGINE_OPTIONS")}
+        env |= extra_env or {}
         env |= {
             "DATABASE_URL": url,
             "WECHAT_SANDBOX": "1",

@@ -24,6 +24,9 @@ MODEL_MODULES = (
     "recharge.models",
     "recharge.ops_models",
     "notices.models",
+    "clients.models",
+    "spending.paycode",
+    "spending.till",
 )
 
 
@@ -78,8 +81,9 @@ SECURITY_SCHEMES = {
         "in": "header",
         "name": "X-Signature",
         "description": (
-            "HMAC-SHA256 request signature of the till / shop system, with X-Client-Id, X-Timestamp and "
-            "X-Nonce: see the README, section “Open API for the till and shop”"
+            "HMAC-SHA256 request signature of the till / shop system (lowercase hex), sent with the headers "
+            "X-Client-Id, X-Timestamp (unix seconds, within 300 s) and X-Nonce (16-64 characters, single use); "
+            "mutating calls also send Idempotency-Key: see the README, section “Open API for the till and shop”"
         ),
     },
 }

@@ -78,5 +78,7 @@ def menu_push(path: str | None) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for group in (staff_cli, ledger_cli, demo_cli, wechat_cli):
+    from .clients.cli import clients_cli
+
+    for group in (staff_cli, ledger_cli, demo_cli, wechat_cli, clients_cli):
         app.cli.add_command(group)

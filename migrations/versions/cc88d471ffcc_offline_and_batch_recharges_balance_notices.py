@@ -1,7 +1,7 @@
 """offline and batch recharges, balance notices
 
 Revision ID: cc88d471ffcc
-Revises: 5d1c7a2e9b40
+Revises: c3a8e5f1d2b7
 Create Date: 2026-11-23 19:09:26.107000
 
 """
@@ -11,7 +11,7 @@ from sqlalchemy.dialects import mysql
 
 # revision identifiers, used by Alembic.
 revision = 'cc88d471ffcc'
-down_revision = '5d1c7a2e9b40'
+down_revision = 'c3a8e5f1d2b7'
 branch_labels = None
 depends_on = None
 

@@ -55,3 +55,4 @@ def bind_phone(body: dict) -> dict:
 from . import member_recharge  # noqa: E402,F401  (recharge routes on this blueprint)
 
 from . import member_records  # noqa: E402,F401  # isort: skip  (the member's own ledger records)
+from .member_paycode import pay_code  # noqa: E402,F401  (the payment code, on this blueprint)

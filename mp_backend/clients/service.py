@@ -1,0 +1,311 @@
+"""Open-API clients: creation, the request signature of DESIGN.md section 5, nonces, idempotent replays.
+
+The signature is the lowercase hex HMAC-SHA256, keyed with the client's secret, of::
+
+    METHOD \\n PATH_WITH_QUERY \\n TIMESTAMP \\n NONCE \\n hex(SHA256(body))
+
+HMAC needs the secret itself on our side, so it cannot be stored as a one-way hash. It is stored
+encrypted (Fernet: AES-128-CBC + HMAC-SHA256) with a key derived from ``SECRET_KEY``: a database dump
+alone gives no secret away, and the key never sits next to the data. Rotating ``SECRET_KEY`` makes
+the stored secrets unreadable: the clients are then created again (README).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from flask import current_app
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import AppError, IdempotencyConflict, Unauthorized, ValidationFailed
+from ..extensions import db, jobs
+from ..models_base import utcnow
+from ..org.service import store_by_code
+from ..transaction import RetryTransaction, transactional
+from .models import OpenClient, OpenNonce, OpenRequest
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP_WINDOW = 300  # seconds either side of our clock
+NONCE_TTL = 2 * TIMESTAMP_WINDOW  # a nonce must be remembered as long as its timestamp could still pass
+NONCE_MIN, NONCE_MAX = 16, 64
+IDEMPOTENCY_KEY_MAX = 64
+HEADERS = ("X-Client-Id", "X-Timestamp", "X-Nonce", "X-Signature")
+_PRUNE_EVERY = 200  # without Redis, about one nonce insert in this many also deletes expired nonces
+
+
+class SignatureRejected(Unauthorized):
+    """401 with a stable code: signature_missing, client_unknown, timestamp_invalid, timestamp_expired,
+    nonce_invalid, nonce_reused, signature_invalid."""
+
+
+@dataclass(frozen=True)
+class Client:
+    id: int
+    client_id: str
+    name: str
+    store_id: int | None
+    store_code: str | None
+
+    @property
+    def operator(self) -> str:
+        return f"open:{self.client_id}"[:64]
+
+    def ledger_key(self, idempotency_key: str) -> str:
+        """The ledger's idempotency key for this client's request: unique across clients."""
+        return f"open:{self.id}:{idempotency_key}"
+
+
+@dataclass(frozen=True)
+class CreatedClient:
+    client: Client
+    secret: str
+
+
+# ---------------------------------------------------------------------------------------------------
+# The signature (the README's worked example is checked against these two functions and against an
+# independent client written from the README)
+
+
+def string_to_sign(method: str, path_with_query: str, timestamp: str, nonce: str, body: bytes) -> str:
+    return "\n".join((method.upper(), path_with_query, timestamp, nonce, hashlib.sha256(body).hexdigest()))
+
+
+def signature(secret: str, method: str, path_with_query: str, timestamp: str, nonce: str, body: bytes) -> str:
+    message = string_to_sign(method, path_with_query, timestamp, nonce, body)
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Secrets at rest
+
+
+def _fernet() -> Fernet:
+    # A key of its own, derived from SECRET_KEY for this one purpose (a token signer never sees it).
+    digest = hmac.new(current_app.config["SECRET_KEY"].encode(), b"open-api client secrets v1", hashlib.sha256)
+    return Fernet(base64.urlsafe_b64encode(digest.digest()))
+
+
+def _encrypt(secret: str) -> str:
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def _decrypt(ciphertext: str) -> str | None:
+    try:
+        return _fernet().decrypt(ciphertext.encode()).decode()
+    except InvalidToken:
+        return None  # SECRET_KEY changed since the client was created: it must be created again
+
+
+@transactional
+def create_client(name: str, store_code: str | None = None) -> CreatedClient:
+    name = (name or "").strip()
+    if not name or len(name) > 64:
+        raise ValidationFailed("客户端名称必须是 1-64 个字符", code="invalid_client_name")
+    store = store_by_code(store_code) if store_code else None
+    secret = secrets.token_urlsafe(32)
+    row = OpenClient(
+        client_id="tc_" + secrets.token_hex(12),
+        name=name,
+        store_id=store.id if store else None,
+        secret_ciphertext=_encrypt(secret),
+    )
+    db.session.add(row)
+    db.session.flush()
+    return CreatedClient(Client(row.id, row.client_id, row.name, row.store_id, store_code), secret)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Verifying a request
+
+
+def _reject(code: str, message: str, client_id: str, path: str, remote: str | None) -> SignatureRejected:
+    # Never the secret, the signature or the body: who, which path, and why.
+    log.warning("open api request rejected: %s (client %r, %s, from %s)", code, client_id[:40], path[:200], remote)
+    return SignatureRejected(message, code=code)
+
+
+def verify_request(
+    *,
+    method: str,
+    path_with_query: str,
+    headers: Any,
+    body: bytes,
+    remote_addr: str | None = None,
+) -> Client:
+    """Check the four X-* headers and the signature; remember the nonce. Raises ``SignatureRejected``."""
+    values = {name: headers.get(name) for name in HEADERS}
+    client_id = values["X-Client-Id"] or ""
+    path = path_with_query.split("?", 1)[0]
+
+    def reject(code: str, message: str) -> SignatureRejected:
+        return _reject(code, message, client_id, path, remote_addr)
+
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise reject("signature_missing", f"缺少签名请求头：{', '.join(missing)}")
+    row = _load_client(client_id)
+    if row is None:
+        raise reject("client_unknown", "客户端不存在或已停用")
+    timestamp = values["X-Timestamp"]
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise reject("timestamp_invalid", "X-Timestamp 必须是 Unix 秒数")
+    if abs(int(timestamp) - time.time()) > TIMESTAMP_WINDOW:
+        raise reject("timestamp_expired", "请求时间与服务器相差超过 300 秒，请校准时钟后重试")
+    nonce = values["X-Nonce"]
+    if not (NONCE_MIN <= len(nonce) <= NONCE_MAX and nonce.isascii() and nonce.isprintable() and " " not in nonce):
+        raise reject("nonce_invalid", "X-Nonce 必须是 16-64 个可见 ASCII 字符")
+    secret = _decrypt(row.secret_ciphertext)
+    if secret is None:
+        log.error("open api client %s: its secret cannot be decrypted (SECRET_KEY changed?)", row.client_id)
+        raise reject("client_unknown", "客户端不存在或已停用")
+    expected = signature(secret, method, path_with_query, timestamp, nonce, body)
+    given = values["X-Signature"]
+    if not (given.isascii() and hmac.compare_digest(expected, given)):
+        raise reject("signature_invalid", "签名错误")
+    if not _remember_nonce(row.id, nonce):
+        raise reject("nonce_reused", "X-Nonce 已使用过，每个请求须用新的随机串")
+    return Client(row.id, row.client_id, row.name, row.store_id, row.store_code)
+
+
+@dataclass(frozen=True)
+class _ClientRow:
+    id: int
+    client_id: str
+    name: str
+    store_id: int | None
+    secret_ciphertext: str
+    store_code: str | None
+
+
+def _load_client(client_id: str) -> _ClientRow | None:
+    if len(client_id) > 40:
+        return None
+    from ..org.models import Store
+
+    c = OpenClient.__table__.c
+    found = db.session.execute(
+        select(c.id, c.client_id, c.name, c.store_id, c.secret_ciphertext, Store.code)
+        .outerjoin(Store, Store.id == c.store_id)
+        .where(c.client_id == client_id, c.active.is_(True))
+    ).first()
+    return None if found is None else _ClientRow(*found)
+
+
+def _remember_nonce(client_pk: int, nonce: str) -> bool:
+    """True the first time a nonce is seen within its window; False after (also under races)."""
+    if jobs.redis is not None:
+        return bool(jobs.redis.set(f"open:nonce:{client_pk}:{nonce}", b"1", nx=True, ex=NONCE_TTL))
+    try:
+        _insert_nonce(client_pk, nonce)
+    except IntegrityError:
+        return False
+    return True
+
+
+@transactional
+def _insert_nonce(client_pk: int, nonce: str) -> None:
+    now = utcnow()
+    db.session.execute(insert(OpenNonce.__table__).values(client_id=client_pk, nonce=nonce, created_at=now))
+    if random.randrange(_PRUNE_EVERY) == 0:
+        cutoff = now - timedelta(seconds=NONCE_TTL + 60)
+        db.session.execute(delete(OpenNonce.__table__).where(OpenNonce.__table__.c.created_at < cutoff))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Idempotency-Key
+
+
+def check_idempotency_key(value: str | None) -> str:
+    if not value:
+        raise ValidationFailed("缺少 Idempotency-Key 请求头（每笔操作一个唯一请求号）", code="idempotency_key_required")
+    if len(value) > IDEMPOTENCY_KEY_MAX or not (value.isascii() and value.isprintable()):
+        raise ValidationFailed("Idempotency-Key 必须是 1-64 个可见 ASCII 字符", code="invalid_idempotency_key")
+    return value
+
+
+def request_hash(method: str, path: str, body: Any) -> str:
+    """What defines a request under one key: method, path and the JSON body (key order does not matter)."""
+    canonical = json.dumps([method.upper(), path, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+def run_idempotent(
+    client: Client, key: str, fingerprint: str, operation: Callable[[], tuple[int, dict[str, Any]]]
+) -> Answer:
+    """Run ``operation`` (which writes through the ledger with keys derived from ``key``) once per key.
+
+    The answer is stored with the operation in one transaction. A retry finds it; a racing copy loses
+    on the ledger's UNIQUE key (``RetryTransaction``) and then finds it; a copy that failed for a
+    reason the first one changed (the payment code it consumed) also looks again before answering."""
+    try:
+        return _run_idempotent(client.id, key, fingerprint, operation)
+    except IdempotencyConflict:
+        raise
+    except AppError:
+        db.session.rollback()
+        stored = _stored(client.id, key)
+        db.session.rollback()
+        if stored is None:
+            raise
+        return _replay(stored, fingerprint)
+
+
+@transactional
+def _run_idempotent(
+    client_pk: int, key: str, fingerprint: str, operation: Callable[[], tuple[int, dict[str, Any]]]
+) -> Answer:
+    stored = _stored(client_pk, key)
+    if stored is not None:
+        return _replay(stored, fingerprint)
+    status, body = operation()
+    values = {
+        "client_id": client_pk,
+        "idempotency_key": key,
+        "request_hash": fingerprint,
+        "status_code": status,
+        "response_json": json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        "created_at": utcnow(),
+    }
+    try:
+        db.session.execute(insert(OpenRequest.__table__).values(**values))
+    except IntegrityError as error:  # a racing copy with the same key committed first
+        raise RetryTransaction() from error
+    return Answer(status, body)
+
+
+def _stored(client_pk: int, key: str) -> tuple[str, int, str] | None:
+    t = OpenRequest.__table__
+    row = db.session.execute(
+        select(t.c.request_hash, t.c.status_code, t.c.response_json).where(
+            t.c.client_id == client_pk, t.c.idempotency_key == key
+        )
+    ).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def _replay(stored: tuple[str, int, str], fingerprint: str) -> Answer:
+    first_hash, status, body = stored
+    if first_hash != fingerprint:
+        raise IdempotencyConflict("该 Idempotency-Key 已用于另一笔内容不同的请求")
+    return Answer(status, json.loads(body), replayed=True)

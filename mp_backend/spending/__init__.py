@@ -1,0 +1,1 @@
+"""Spending: payments, holds, refunds, pay password, payment codes."""

@@ -1,0 +1,147 @@
+"""Schemas of the open API (/open/api/v1): they validate the till's requests and document them."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from ..security import BIGINT_MAX
+from .schemas import BalanceSchema, StrictAmount
+
+
+def _text(max_length: int, **kwargs) -> fields.String:  # type: ignore[no-untyped-def]
+    return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
+
+
+class MemberRef(Schema):
+    """Exactly one of them: the card number, the phone number, or the member's payment code."""
+
+    card_no = _text(20)
+    phone = _text(20)
+    pay_code = fields.String(validate=validate.Regexp(r"^[0-9]{18}$"), metadata={"description": "18 digits"})
+
+
+class MemberQuery(MemberRef):
+    pass
+
+
+class TakeIn(Schema):
+    member = fields.Nested(MemberRef, required=True)
+    amount_fen = StrictAmount(required=True, metadata={"description": "what the till charges, after its own pricing"})
+    order_no = _text(64, required=True, metadata={"description": "the merchant's order number, unique per client"})
+    store_code = _text(32, required=True)
+
+
+class CaptureIn(Schema):
+    amount_fen = StrictAmount(metadata={"description": "at most the hold; omitted: all of it"})
+
+
+class RefundIn(Schema):
+    charge_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=BIGINT_MAX))
+    amount_fen = StrictAmount(required=True)
+
+
+class ChargesQuery(Schema):
+    order_no = _text(64, required=True)
+
+
+class CardOut(Schema):
+    card_no = fields.String(metadata={"description": "masked: the last 4 digits"})
+    level = fields.String()
+    discount_percent = fields.Integer(metadata={"description": "the level's discount, for the till's own pricing"})
+
+
+class MemberLookupOut(Schema):
+    member_id = fields.Integer(required=True)
+    name = fields.String(metadata={"description": "masked"})
+    phone = fields.String(allow_none=True, metadata={"description": "masked"})
+    status = fields.String()
+    card = fields.Nested(CardOut)
+    balance = fields.Nested(BalanceSchema)
+
+
+class ChargeOut(Schema):
+    charge_id = fields.Integer(required=True)
+    kind = fields.String()
+    status = fields.String()
+    order_no = fields.String()
+    store_code = fields.String()
+    member_id = fields.Integer()
+    amount_fen = fields.Integer()
+    principal_fen = fields.Integer(metadata={"description": "taken from principal"})
+    bonus_fen = fields.Integer(metadata={"description": "taken from bonus"})
+    balance = fields.Nested(BalanceSchema, metadata={"description": "after the charge"})
+
+
+class HoldOut(ChargeOut):
+    hold_id = fields.Integer(required=True)
+
+
+class CaptureOut(Schema):
+    hold_id = fields.Integer(required=True)
+    charge_id = fields.Integer()
+    status = fields.String()
+    order_no = fields.String()
+    member_id = fields.Integer()
+    held_fen = fields.Integer()
+    amount_fen = fields.Integer(metadata={"description": "captured"})
+    principal_fen = fields.Integer()
+    bonus_fen = fields.Integer()
+    released_fen = fields.Integer()
+    balance = fields.Nested(BalanceSchema)
+
+
+class VoidOut(Schema):
+    hold_id = fields.Integer(required=True)
+    status = fields.String()
+    order_no = fields.String()
+    member_id = fields.Integer()
+    held_fen = fields.Integer()
+    released_fen = fields.Integer()
+    balance = fields.Nested(BalanceSchema)
+
+
+class RefundOut(Schema):
+    refund_id = fields.Integer(required=True)
+    charge_id = fields.Integer()
+    order_no = fields.String()
+    member_id = fields.Integer()
+    amount_fen = fields.Integer()
+    principal_fen = fields.Integer(metadata={"description": "restored to principal"})
+    bonus_fen = fields.Integer(metadata={"description": "restored to bonus"})
+    refunded_fen = fields.Integer(metadata={"description": "refunded of this charge so far"})
+    refundable_fen = fields.Integer()
+    balance = fields.Nested(BalanceSchema)
+
+
+class RefundItem(Schema):
+    refund_id = fields.Integer()
+    amount_fen = fields.Integer()
+    principal_fen = fields.Integer()
+    bonus_fen = fields.Integer()
+    created_at = fields.String()
+
+
+class ChargeItem(Schema):
+    charge_id = fields.Integer()
+    kind = fields.String()
+    status = fields.String()
+    order_no = fields.String()
+    store_code = fields.String()
+    member_id = fields.Integer()
+    amount_fen = fields.Integer()
+    principal_fen = fields.Integer()
+    bonus_fen = fields.Integer()
+    paid_fen = fields.Integer()
+    refunded_fen = fields.Integer()
+    refundable_fen = fields.Integer()
+    created_at = fields.String()
+    refunds = fields.List(fields.Nested(RefundItem))
+
+
+class ChargeList(Schema):
+    items = fields.List(fields.Nested(ChargeItem), required=True)
+
+
+class PayCodeOut(Schema):
+    code = fields.String(required=True, metadata={"description": "18 digits, single use"})
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds"})
