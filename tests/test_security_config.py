@@ -71,3 +71,12 @@ def test_the_session_cookie_is_not_secure_on_plain_http(environment):
 def test_an_upper_case_https_origin_still_makes_the_cookie_secure(environment):
     environment(**{**PRODUCTION, "PUBLIC_BASE_URL": "HTTPS://Member.Example.com"}, SECRET_KEY=REAL_KEY)
     assert create_app(Config()).config["SESSION_COOKIE_SECURE"] is True
+
+
+def test_outside_the_sandbox_missing_wechat_settings_are_named_at_start(environment, caplog):
+    # given a production environment without any WeChat value
+    environment(**PRODUCTION, SECRET_KEY=REAL_KEY)
+    # when the app starts, then the log names what is missing (values, never secrets, are absent)
+    with caplog.at_level("WARNING", logger="mp_backend.wechat"):
+        create_app(Config())
+    assert "WECHAT_MP_APPID" in caplog.text and "WECHAT_PAY_API_KEY" in caplog.text

@@ -53,6 +53,16 @@ SANDBOX_EXTENSION_KEY = "wechat_sandbox"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+REQUIRED_OUTSIDE_SANDBOX = (
+    "WECHAT_MP_APPID",
+    "WECHAT_MP_SECRET",
+    "WECHAT_WXA_APPID",
+    "WECHAT_WXA_SECRET",
+    "WECHAT_PAY_MCH_ID",
+    "WECHAT_PAY_API_KEY",
+)
+
+
 def init_app(app: Flask) -> None:
     """Read the WeChat settings, choose the token storage, and mount the sandbox fake if asked to.
 
@@ -76,6 +86,12 @@ def init_app(app: Flask) -> None:
             "login codes 'sandbox-<openid>'. Never serve real members like this (set WECHAT_SANDBOX=0).",
             SANDBOX_PREFIX,
             SANDBOX_PREFIX,
+        )
+    elif missing := [name for name in REQUIRED_OUTSIDE_SANDBOX if not app.config.get(name)]:
+        # Not a refusal to start: a console-only deployment may run without WeChat. But say so at once,
+        # rather than at a member's first login with an empty appid.
+        log.warning(
+            "WeChat is not configured (%s not set): logins, payments and messages will fail", ", ".join(missing)
         )
 
 
