@@ -1,0 +1,1 @@
+"""Spending: members paying orders with balance (and WeChat Pay for the rest), the pay password, refunds."""
