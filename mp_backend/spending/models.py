@@ -161,7 +161,9 @@ class RechargeRefund(db.Model):  # type: ignore[name-defined]
         CheckConstraint("policy IN ('deduct_spent_bonus', 'refuse')", name="policy_known"),
         CheckConstraint("principal_fen > 0 AND bonus_fen >= 0 AND bonus_spent_fen >= 0", name="amounts_non_negative"),
         CheckConstraint("take_fen = principal_fen + bonus_fen", name="take_is_principal_and_bonus"),
-        CheckConstraint("cash_fen > 0 AND cash_fen = principal_fen - bonus_spent_fen", name="cash_is_principal_less_spent"),
+        CheckConstraint(
+            "cash_fen > 0 AND cash_fen = principal_fen - bonus_spent_fen", name="cash_is_principal_less_spent"
+        ),
         CheckConstraint("coupons_voided >= 0", name="coupons_voided_non_negative"),
         CheckConstraint("status IN ('processing', 'success', 'failed')", name="status_known"),
     )

@@ -52,4 +52,5 @@ def bind_phone(body: dict) -> dict:
     return summarize(members.bind_phone(member.id, phone["pure_phone_number"])).as_dict()
 
 
-from . import member_recharge  # noqa: E402,F401  (recharge routes on this blueprint)
+from . import member_recharge  # noqa: E402,F401,I001  (recharge routes on this blueprint)
+from . import member_payments  # noqa: E402,F401,I001  (payment and pay-password routes on this blueprint)
