@@ -15,7 +15,15 @@ from .extensions import api, db, jobs, migrate
 
 # Blueprint modules under mp_backend/web, each exposing ``blp`` (a flask-smorest Blueprint) or ``bp``.
 BLUEPRINTS = ("pages", "member", "admin", "open", "wechat_mp", "wechat_pay")
-MODEL_MODULES = ("org.models", "members.models", "ledger.models", "ledger.points", "members.cards", "recharge.models", "spending.models")
+MODEL_MODULES = (
+    "org.models",
+    "members.models",
+    "ledger.models",
+    "ledger.points",
+    "members.cards",
+    "recharge.models",
+    "spending.models",
+)
 
 
 def create_app(config: Any = None) -> Flask:
