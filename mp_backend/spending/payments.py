@@ -126,18 +126,21 @@ def pay_order(
 def _open_payment(
     member_id: int, appid: str, order_no: str, request_id: str, amount_fen: int, store_id: int | None
 ) -> tuple[OrderPayment, bool]:
-    first = db.session.scalars(
-        select(OrderPayment).where(OrderPayment.member_id == member_id, OrderPayment.request_id == request_id)
-    ).first()
+    # One statement for both keys: at READ COMMITTED two lookups could straddle a racing copy's commit
+    # (no row by request id, then its row by order number) and refuse a mere retry.
+    earlier = db.session.scalars(
+        select(OrderPayment).where(
+            OrderPayment.member_id == member_id,
+            (OrderPayment.request_id == request_id) | (OrderPayment.order_no == order_no),
+        )
+    ).all()
+    first = next((p for p in earlier if p.request_id == request_id), None)
     if first is not None:
         if (first.order_no, first.amount_fen, first.store_id) != (order_no, amount_fen, store_id):
             raise IdempotencyConflict()
         return first, True
-    same_order = db.session.scalars(
-        select(OrderPayment).where(OrderPayment.member_id == member_id, OrderPayment.order_no == order_no)
-    ).first()
-    if same_order is not None:
-        raise OrderAlreadyPaid(details={"status": same_order.status})
+    if earlier:
+        raise OrderAlreadyPaid(details={"status": earlier[0].status})
     member = db.session.get(Member, member_id)
     if member is None:
         raise NotFound("会员不存在", code="member_not_found")

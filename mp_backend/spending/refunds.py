@@ -104,7 +104,9 @@ def refund_order_payment(
 def _open_refund(
     payment_id: int, amount_fen: int, request_id: str, operator: str, staff_id: int | None, reason: str
 ) -> tuple[int, bool]:
-    payment = db.session.get(OrderPayment, payment_id) if 0 < payment_id < 2**63 else None
+    # The payment row's lock serialises refunds of one payment: a racing copy of this request is
+    # then seen by the lookup below (READ COMMITTED), not refused by the guard as a second refund.
+    payment = db.session.get(OrderPayment, payment_id, with_for_update=True) if 0 < payment_id < 2**63 else None
     if payment is None:
         raise PaymentNotFound()
     if staff_id is not None:
