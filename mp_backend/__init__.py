@@ -27,6 +27,7 @@ MODEL_MODULES = (
     "clients.models",
     "spending.paycode",
     "spending.till",
+    "spending.models",
 )
 
 

@@ -71,6 +71,11 @@ class Config:
             if self.WECHAT_SANDBOX
             else "https://open.weixin.qq.com/connect/"
         )
+        # The merchant's WeChat Pay API client certificate (PEM), needed by refunds in production.
+        self.WECHAT_PAY_CERT_PATH = env.get("WECHAT_PAY_CERT_PATH") or None
+        self.WECHAT_PAY_KEY_PATH = env.get("WECHAT_PAY_KEY_PATH") or None
+        # A recharge refund after bonus was spent: deduct_spent_bonus (cash = principal - spent bonus) | refuse
+        self.RECHARGE_REFUND_BONUS_POLICY = env.get("RECHARGE_REFUND_BONUS_POLICY") or "deduct_spent_bonus"
         # How a debit splits across principal and bonus: proportional | principal_first | bonus_first
         self.SPENDING_POLICY = env.get("SPENDING_POLICY") or "proportional"
         self.MEMBER_TOKEN_MAX_AGE = _env_int("MEMBER_TOKEN_MAX_AGE", 7 * 24 * 3600)

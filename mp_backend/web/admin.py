@@ -111,6 +111,6 @@ def reverse(body: dict, entry_id: int) -> dict:
     return posting_dict(posting)
 
 
-from . import admin_recharge  # noqa: E402,F401  (recharge routes on this blueprint)
-
-from . import admin_ops  # noqa: E402,F401,I001  # isort: skip  (offline and batch recharges, ledger records)
+from . import admin_recharge  # noqa: E402,F401,I001  (recharge routes on this blueprint)
+from . import admin_payments  # noqa: E402,F401,I001  (payment and refund routes on this blueprint)
+from . import admin_ops  # noqa: E402,F401,I001  (offline and batch recharges, ledger records)

@@ -52,7 +52,7 @@ def bind_phone(body: dict) -> dict:
     return summarize(members.bind_phone(member.id, phone["pure_phone_number"])).as_dict()
 
 
-from . import member_recharge  # noqa: E402,F401  (recharge routes on this blueprint)
-
-from . import member_records  # noqa: E402,F401  # isort: skip  (the member's own ledger records)
-from .member_paycode import pay_code  # noqa: E402,F401  (the payment code, on this blueprint)
+from . import member_recharge  # noqa: E402,F401,I001  (recharge routes on this blueprint)
+from . import member_payments  # noqa: E402,F401,I001  (payment and pay-password routes on this blueprint)
+from . import member_records  # noqa: E402,F401,I001  (the member's own ledger records)
+from .member_paycode import pay_code  # noqa: E402,F401,I001  (the payment code, on this blueprint)
