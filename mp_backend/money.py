@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
-_YUAN = re.compile(r"^(-)?(\d{1,12})(?:\.(\d{1,2}))?$")
+_YUAN = re.compile(r"^(-)?([0-9]{1,12})(?:\.([0-9]{1,2}))?$")  # ASCII digits: "\d" takes any script's
 
 
 def yuan(fen: int) -> str:
@@ -18,7 +19,8 @@ def yuan(fen: int) -> str:
 
 def parse_yuan(text: str) -> int:
     """'12.3' -> 1230. Refuses more than two decimals, exponents, spaces inside and floats."""
-    match = _YUAN.match(text.strip()) if isinstance(text, str) else None
+    # Full-width digits and point (a Chinese keyboard's "１００．５") fold to ASCII; other scripts' do not.
+    match = _YUAN.match(unicodedata.normalize("NFKC", text).strip()) if isinstance(text, str) else None
     if not match:
         raise ValueError(f"not a yuan amount: {text!r}")
     sign, whole, cents = match.groups()

@@ -232,7 +232,8 @@ def _insert_nonce(client_pk: int, nonce: str) -> None:
 def check_idempotency_key(value: str | None) -> str:
     if not value:
         raise ValidationFailed("缺少 Idempotency-Key 请求头（每笔操作一个唯一请求号）", code="idempotency_key_required")
-    if len(value) > IDEMPOTENCY_KEY_MAX or not (value.isascii() and value.isprintable()):
+    # Visible ASCII: printable and no space (a key with spaces is too easily retyped differently).
+    if len(value) > IDEMPOTENCY_KEY_MAX or not (value.isascii() and value.isprintable()) or " " in value:
         raise ValidationFailed("Idempotency-Key 必须是 1-64 个可见 ASCII 字符", code="invalid_idempotency_key")
     return value
 

@@ -249,7 +249,8 @@ def _parse_row(line: int, cells: list[str], header: dict[str, int], parsed: Pars
         return cells[index] if index is not None and index < len(cells) else ""
 
     for text in cells:
-        if text.startswith(FORMULA_PREFIXES):
+        # Spreadsheets evaluate " =1+1" too, and the note is stored stripped: look past the spaces.
+        if text.startswith(FORMULA_PREFIXES) or text.lstrip().startswith(FORMULA_PREFIXES):
             parsed.errors.append(
                 RowError(line, "formula", f"单元格以 {text[:1]!r} 开头，按公式处理，已拒绝：请只填写数值或文字")
             )

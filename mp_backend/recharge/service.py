@@ -849,6 +849,11 @@ RULE_FIELDS = (
 
 
 def _apply_rule_fields(rule: RechargeRule, fields: dict[str, Any]) -> None:
+    # References first: a lookup after setting them would flush a foreign key that does not exist.
+    if fields.get("coupon_template_id") is not None:
+        coupons.get_template(fields["coupon_template_id"])
+    if fields.get("card_type_id") is not None:
+        cards.get_card_type(fields["card_type_id"])
     for name in RULE_FIELDS:
         if name in fields:
             setattr(rule, name, fields[name])

@@ -23,7 +23,7 @@ def _errors(view):  # type: ignore[no-untyped-def]
     return blp.doc(security=STAFF)(view)
 
 
-@blp.route("/payments/<int:payment_id>", methods=["GET"])
+@blp.route("/payments/<id:payment_id>", methods=["GET"])
 @blp.response(200, PaymentSchema)
 @_errors
 def payment(payment_id: int) -> dict:
@@ -34,7 +34,7 @@ def payment(payment_id: int) -> dict:
     return payments.payment_dict(payments.get_payment_by_id(payment_id), admin=True)
 
 
-@blp.route("/payments/<int:payment_id>/refunds", methods=["POST"])
+@blp.route("/payments/<id:payment_id>/refunds", methods=["POST"])
 @blp.arguments(PaymentRefundIn)
 @blp.response(201, PaymentRefundOut)
 @_errors

@@ -82,7 +82,7 @@ def rules_create(body: dict) -> dict:
     return recharge.rule_dict(rule, admin=True)
 
 
-@blp.route("/rules/<int:rule_id>", methods=["GET"])
+@blp.route("/rules/<id:rule_id>", methods=["GET"])
 @blp.response(200, RuleSchema)
 @_errors
 def rules_detail(rule_id: int) -> dict:
@@ -90,7 +90,7 @@ def rules_detail(rule_id: int) -> dict:
     return recharge.rule_dict(recharge.get_rule(rule_id), admin=True)
 
 
-@blp.route("/rules/<int:rule_id>", methods=["PATCH"])
+@blp.route("/rules/<id:rule_id>", methods=["PATCH"])
 @blp.arguments(RulePatch)
 @blp.response(200, RuleSchema)
 @_errors
@@ -99,7 +99,7 @@ def rules_update(body: dict, rule_id: int) -> dict:
     return recharge.rule_dict(recharge.update_rule(current_staff().id, rule_id, _rule_fields(body)), admin=True)
 
 
-@blp.route("/rules/<int:rule_id>/archive", methods=["POST"])
+@blp.route("/rules/<id:rule_id>/archive", methods=["POST"])
 @blp.response(200, RuleSchema)
 @_errors
 def rules_archive(rule_id: int) -> dict:
@@ -125,7 +125,7 @@ def _qr_response(url: str, fmt: str, name: str, query: dict) -> Response:
     return response
 
 
-@blp.route("/rules/<int:rule_id>/qrcode.<any(png, svg):fmt>", methods=["GET"])
+@blp.route("/rules/<id:rule_id>/qrcode.<any(png, svg):fmt>", methods=["GET"])
 @blp.arguments(QrQuery, location="query")
 @_errors
 def rules_qrcode(query: dict, rule_id: int, fmt: str) -> Response:
@@ -237,7 +237,7 @@ def coupon_template_create(body: dict):  # type: ignore[no-untyped-def]
     return recharge.save_coupon_template(current_staff().id, body)
 
 
-@blp.route("/coupon-templates/<int:template_id>", methods=["PATCH"])
+@blp.route("/coupon-templates/<id:template_id>", methods=["PATCH"])
 @blp.arguments(CouponTemplatePatch)
 @blp.response(200, CouponTemplateSchema)
 @_errors

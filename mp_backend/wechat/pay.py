@@ -66,7 +66,8 @@ def signature_ok(fields: dict[str, str], sign_type: str, api_key: str | None = N
     declared = fields.get("sign_type")
     if declared and declared != sign_type:
         return False
-    return hmac.compare_digest(given.upper(), sign(fields, sign_type, api_key))
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a forged sign may be anything.
+    return hmac.compare_digest(given.upper().encode("utf-8", "replace"), sign(fields, sign_type, api_key).encode())
 
 
 def without_sign(fields: dict[str, str]) -> dict[str, str]:

@@ -120,3 +120,35 @@ def test_keys_and_operators_are_one_line_of_text(make_member, bad):
         ledger.set_frozen(member_id, "0")  # type: ignore[arg-type]
     assert refused.value.code == "invalid_frozen"
     assert ledger.get_balance(member_id).principal_fen == 0
+
+
+def test_sqlite_replace_from_another_tool_cannot_rewrite_a_ledger_row(make_member, database_url):
+    # given a credit, and a connection of another tool (no recursive triggers: the sqlite3 shell's default)
+    import sqlite3
+
+    make_member(2_000)
+    if not database_url.startswith("sqlite:///"):
+        pytest.skip("REPLACE is SQLite's: MariaDB's REPLACE fires the DELETE trigger")
+    db.session.commit()
+    other = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=30)
+    try:
+        assert other.execute("PRAGMA recursive_triggers").fetchone() == (0,)
+        # when it replaces the row with the same id, or inserts another under the same idempotency key
+        for statement in (
+            "REPLACE INTO ledger_entry SELECT id, member_id, kind, 2000000, principal_delta_fen, bonus_delta_fen,"
+            " held_delta_fen, principal_after_fen, bonus_after_fen, held_after_fen, related_entry_id,"
+            " closes_entry_id, store_id, 'staff:someone-else', reference, idempotency_key, request_hash, note,"
+            " created_at FROM ledger_entry",
+            "INSERT OR REPLACE INTO ledger_entry (member_id, kind, amount_fen, principal_delta_fen, bonus_delta_fen,"
+            " held_delta_fen, principal_after_fen, bonus_after_fen, held_after_fen, operator, idempotency_key,"
+            " request_hash, note, created_at) SELECT member_id, kind, 1, 1, 0, 0, 1, 0, 0, 'x', idempotency_key,"
+            " request_hash, '', created_at FROM ledger_entry",
+        ):
+            with pytest.raises(sqlite3.IntegrityError):
+                other.execute(statement)
+            other.rollback()
+    finally:
+        other.close()
+    # then the row is as it was
+    rows = db.session.execute(text("SELECT amount_fen, operator FROM ledger_entry")).all()
+    assert [tuple(r) for r in rows] == [(2_000, "test")]

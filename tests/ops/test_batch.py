@@ -265,3 +265,18 @@ def test_a_row_that_became_invalid_fails_alone_while_applying(app, client, staff
     assert done["errors"][0]["row"] == 3 and "冻结" in done["errors"][0]["message"]
     assert [ledger.get_balance(i).principal_fen for i in people["ids"]] == [100, 0, 300]
     assert_ledger_ok()
+
+
+def test_a_formula_behind_spaces_is_still_a_formula(client, staff_token, people):
+    # found by the second review: " =HYPERLINK(...)" passed the check and was stored stripped, as a formula
+    response = upload(client, staff_token, (HEADER + '13900000001,1, =HYPERLINK("http://x")\n').encode())
+    assert response.status_code == 400
+    assert [e["code"] for e in response.get_json()["error"]["details"]["errors"]] == ["formula"]
+    assert count_rows("recharge_batch") == 0
+
+
+def test_amounts_in_full_width_digits_are_read_and_other_scripts_refused(client, staff_token, people):
+    ok = upload(client, staff_token, (HEADER + "13900000001,１００,\n").encode())
+    assert ok.status_code == 202, ok.get_data(as_text=True)
+    refused = upload(client, staff_token, (HEADER + "13900000002,٣,\n").encode())
+    assert refused.status_code == 400

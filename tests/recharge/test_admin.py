@@ -80,3 +80,22 @@ def test_coupon_templates_crud_and_bad_input(admin):
     )
     assert bad["error"]["code"] == "invalid_request"
     assert [t["name"] for t in admin("GET", "/admin/api/coupon-templates")["items"]] == ["九折券"]
+
+
+def test_editing_a_rule_to_name_a_card_or_coupon_that_does_not_exist_is_404_and_changes_nothing(admin):
+    # given a rule (found by the second review: this was a 500, the bad foreign key flushed by a lookup)
+    rule = admin("POST", "/admin/api/rules", {"name": "充100", "amount_fen": 10_000}, 201)
+    # when it is edited to give a card type or a coupon that does not exist
+    card = admin("PATCH", f"/admin/api/rules/{rule['id']}", {"card_type_id": 999}, 404)
+    coupon = admin("PATCH", f"/admin/api/rules/{rule['id']}", {"coupon_template_id": 999, "coupon_qty": 1}, 404)
+    # then each is a clear not-found, and the rule is as it was
+    assert card["error"]["code"] == "card_type_not_found"
+    assert coupon["error"]["code"] == "coupon_template_not_found"
+    again = admin("GET", f"/admin/api/rules/{rule['id']}")
+    assert again["card"] is None and again["coupon"] is None
+
+
+def test_rule_ids_beyond_the_column_are_404(admin):
+    for path in ("/admin/api/rules/9223372036854775808", "/admin/api/rules/2147483648/archive"):
+        method = "POST" if path.endswith("archive") else "GET"
+        admin(method, path, None, 404)

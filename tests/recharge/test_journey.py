@@ -147,6 +147,10 @@ def test_unknown_order_and_bad_signature(client, fake, rule, admin):
     # garbage
     junk = client.post("/wechat/pay/notify", data=b"<xml><a>", content_type="text/xml")
     assert junk.status_code == 200 and "FAIL" in junk.get_data(as_text=True)
+    # a signature that is not even ASCII (it made hmac.compare_digest raise: a 500 for anyone)
+    odd = f"<xml><out_trade_no>{no}</out_trade_no><sign>é</sign></xml>".encode()
+    odd_answer = client.post("/wechat/pay/notify", data=odd, content_type="text/xml")
+    assert odd_answer.status_code == 200 and "签名错误" in odd_answer.get_data(as_text=True)
     assert me(client, token)["balance"]["available_fen"] == 0
     kinds = [a["kind"] for a in admin("GET", "/admin/api/recharge-anomalies")["items"]]
     assert kinds == ["unknown_order"]  # a bad signature is refused and logged, not stored
