@@ -324,3 +324,29 @@ def expire_due(*, now: datetime | None = None, batch_size: int = 1000, max_batch
         if seen < batch_size:
             break
     return total
+
+
+def my_points(member_id: int, *, now: datetime | None = None) -> dict[str, Any]:
+    """What the member centre shows: the balance, the lots earliest expiry first, what expires soon."""
+    from datetime import timedelta
+
+    now = now or utcnow()
+    lots = points.lots_of(member_id, at=now)
+    soon = now + timedelta(days=30)
+    return {
+        "balance": sum(int(lot.remaining) for lot in lots),
+        "expiring_soon": sum(int(lot.remaining) for lot in lots if lot.expires_at <= soon),
+        "items": [
+            {
+                "id": lot.id,
+                "amount": lot.amount,
+                "remaining": lot.remaining,
+                "earned_at": lot.earned_at,
+                "expires_at": lot.expires_at,
+                "last_valid_day": points.last_valid_day(lot.expires_at),
+                "source": lot.source,
+            }
+            for lot in lots
+        ],
+        "exchange_points_per_yuan": settings().exchange_points_per_yuan,
+    }

@@ -114,3 +114,5 @@ def reverse(body: dict, entry_id: int) -> dict:
 from . import admin_recharge  # noqa: E402,F401  (recharge routes on this blueprint)
 
 from . import admin_ops  # noqa: E402,F401,I001  # isort: skip  (offline and batch recharges, ledger records)
+
+from . import admin_points  # noqa: E402,F401,I001  # isort: skip  (card types, levels, points)

@@ -56,3 +56,5 @@ from . import member_recharge  # noqa: E402,F401  (recharge routes on this bluep
 
 from . import member_records  # noqa: E402,F401  # isort: skip  (the member's own ledger records)
 from .member_paycode import pay_code  # noqa: E402,F401  (the payment code, on this blueprint)
+
+from . import member_points  # noqa: E402,F401,I001  # isort: skip  (points and exchange)
