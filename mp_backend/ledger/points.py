@@ -221,15 +221,17 @@ def _replay(conn, key: str) -> PointsResult | None:  # type: ignore[no-untyped-d
     first = conn.execute(select(entry_t.c.id, entry_t.c.balance_after).where(entry_t.c.idempotency_key == key)).first()
     if first is None:
         return None
-    moved, n = 0, 0
+    moved, n, after = 0, 0, int(first.balance_after)
     while True:  # the further entries of a spend over several lots: "<key>#1", "<key>#2", ...
         row = conn.execute(
-            select(entry_t.c.delta).where(entry_t.c.idempotency_key == (key if n == 0 else f"{key}#{n}"))
+            select(entry_t.c.delta, entry_t.c.balance_after).where(
+                entry_t.c.idempotency_key == (key if n == 0 else f"{key}#{n}")
+            )
         ).first()
         if row is None:
             break
-        moved, n = moved + int(row.delta), n + 1
-    return PointsResult(abs(int(moved)), int(first.balance_after), int(first.id), replayed=True)
+        moved, n, after = moved + int(row.delta), n + 1, int(row.balance_after)
+    return PointsResult(abs(moved), after, int(first.id), replayed=True)
 
 
 def _take(
