@@ -61,12 +61,12 @@ def upgrade():
     )
     op.create_table('points_earn_rule',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('trigger', sa.String(length=10), nullable=False),
+    sa.Column('earned_on', sa.String(length=10), nullable=False),
     sa.Column('store_id', sa.Integer(), nullable=True),
     sa.Column('points_per_yuan', sa.Integer(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.CheckConstraint("trigger IN ('recharge', 'spend')", name=op.f('ck_points_earn_rule_trigger_known')),
+    sa.CheckConstraint("earned_on IN ('recharge', 'spend')", name=op.f('ck_points_earn_rule_trigger_known')),
     sa.CheckConstraint('points_per_yuan BETWEEN 0 AND 1000', name=op.f('ck_points_earn_rule_points_per_yuan_range')),
     sa.ForeignKeyConstraint(['store_id'], ['store.id'], name=op.f('fk_points_earn_rule_store_id_store')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_points_earn_rule'))
@@ -184,21 +184,9 @@ def downgrade():
         batch_op.drop_column('points_multiplier_percent')
         batch_op.drop_column('free_shipping')
 
-    with op.batch_alter_table('points_reminder', schema=None) as batch_op:
-        batch_op.drop_index('ix_points_reminder_status_id')
-
     op.drop_table('points_reminder')
-    with op.batch_alter_table('points_adjustment', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_points_adjustment_member_id'))
-
     op.drop_table('points_adjustment')
-    with op.batch_alter_table('level_change', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_level_change_member_id'))
-
     op.drop_table('level_change')
-    with op.batch_alter_table('card_event', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_card_event_member_id'))
-
     op.drop_table('card_event')
     op.drop_table('points_earn_rule')
     op.drop_table('level_rule')

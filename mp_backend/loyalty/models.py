@@ -36,13 +36,13 @@ class EarnRule(db.Model):  # type: ignore[name-defined]
 
     __tablename__ = "points_earn_rule"
     id: Mapped[int] = mapped_column(primary_key=True)
-    trigger: Mapped[str] = mapped_column(String(10))
+    trigger: Mapped[str] = mapped_column("earned_on", String(10))  # "trigger" is reserved in SQL
     store_id: Mapped[int | None] = mapped_column(ForeignKey("store.id"))
     points_per_yuan: Mapped[int] = mapped_column()
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = created_at_column()
     __table_args__ = (
-        CheckConstraint("trigger IN ('recharge', 'spend')", name="trigger_known"),
+        CheckConstraint("earned_on IN ('recharge', 'spend')", name="trigger_known"),
         CheckConstraint("points_per_yuan BETWEEN 0 AND 1000", name="points_per_yuan_range"),
     )
 

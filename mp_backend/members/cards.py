@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, false, select, true, update
+from sqlalchemy import CheckConstraint, ForeignKey, String, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -27,11 +27,11 @@ class CardType(db.Model):  # type: ignore[name-defined]
     name: Mapped[str] = mapped_column(String(32))
     level_rank: Mapped[int] = mapped_column(default=1)  # higher is better
     discount_percent: Mapped[int] = mapped_column(default=100)  # 95 = 5 % off
-    free_shipping: Mapped[bool] = mapped_column(default=False, server_default=false())
+    free_shipping: Mapped[bool] = mapped_column(default=False, server_default=text("0"))
     # 150 = points earned x1.5; an integer percent, never a float
     points_multiplier_percent: Mapped[int] = mapped_column(default=100, server_default="100")
     points_validity_years: Mapped[int] = mapped_column(default=2, server_default="2")
-    active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    active: Mapped[bool] = mapped_column(default=True, server_default=text("1"))
     created_at: Mapped[datetime] = created_at_column()
     __table_args__ = (
         CheckConstraint("discount_percent BETWEEN 1 AND 100", name="discount_percent_range"),

@@ -9,7 +9,7 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from mp_backend.extensions import db
+from mp_backend.extensions import db, jobs
 from mp_backend.ledger import points
 from mp_backend.loyalty import reminders
 from mp_backend.loyalty.models import PointsReminder
@@ -25,8 +25,17 @@ def statuses() -> list[tuple[int, str]]:
 
 
 def run_daily(moment: datetime) -> dict:
+    """The daily job; on Redis (TEST_REDIS_URL) a real RQ worker (burst) then runs the sends it enqueued."""
     with time_machine.travel(moment, tick=False):
-        return reminders.run_daily()
+        done = reminders.run_daily()
+        if jobs.queue is not None:
+            from flask import current_app
+
+            from jobs.worker import make_worker
+
+            db.session.remove()
+            make_worker(current_app._get_current_object()).work(burst=True)
+        return done
 
 
 @pytest.mark.parametrize("app_overrides", CONFIG)
@@ -154,7 +163,9 @@ def test_card_loss_freeze_replace(client, admin, make_member):
     assert (
         admin("POST", path, {"action": "freeze", "reason": "x"}, status=409)["error"]["code"] == "card_status_conflict"
     )
-    with pytest.raises(Exception):
+    from mp_backend.errors import MemberFrozen
+
+    with pytest.raises(MemberFrozen):
         ledger.debit(member_id, 100, key="lost-pay", operator="test")  # a lost card cannot pay
     replaced = admin("POST", path, {"action": "replace", "reason": "补办新卡"})
     assert replaced["card_no"] != before and replaced["status"] == "active"
