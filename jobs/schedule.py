@@ -2,8 +2,11 @@
 
 from rq import cron
 
-from jobs import maintenance, recharge, spending
+from jobs import maintenance, points, recharge, spending
 
 cron.register(maintenance.check_ledger, "default", cron="30 3 * * *", name="nightly ledger check")
 cron.register(recharge.reconcile_pending_orders, "default", cron="* * * * *", name="recharge orderquery")
 cron.register(spending.reconcile_pending_payments, "default", cron="* * * * *", name="order payment orderquery")
+# 00:10 UTC+8 by default (rq cron reads the host's clock: set it to the merchant's zone)
+cron.register(points.daily, "default", cron="10 0 * * *", name="points expiry and reminders")
+cron.register(points.evaluate_levels, "default", cron="40 2 * * *", name="nightly level re-evaluation")

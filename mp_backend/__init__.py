@@ -21,6 +21,8 @@ MODEL_MODULES = (
     "ledger.models",
     "ledger.points",
     "members.cards",
+    "members.levels",
+    "loyalty.models",
     "recharge.models",
     "recharge.ops_models",
     "notices.models",

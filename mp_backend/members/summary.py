@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..ledger import service as ledger
 from ..ledger.service import Balance
@@ -18,9 +19,10 @@ class MemberSummary:
     balance: Balance
     points: int  # unexpired points (ledger/points.py)
     level_name: str
+    card_type: Any = None  # the member's CardType, or None (普通会员)
 
     def as_dict(self) -> dict:
-        m = self.member
+        m, ct = self.member, self.card_type
         return {
             "id": m.id,
             "card_no": m.card_no,
@@ -28,8 +30,17 @@ class MemberSummary:
             "phone": m.phone,
             "status": m.status,
             "subscribed": m.subscribed,
-            "card": {"card_no": m.card_no, "status": m.status, "level": self.level_name},
-            "level": {"name": self.level_name},
+            "card": {
+                "card_no": m.card_no,
+                "status": m.status,
+                "status_label": STATUS_LABELS.get(m.status, m.status),
+                "level": self.level_name,
+                "discount_percent": ct.discount_percent if ct else 100,
+                "free_shipping": bool(ct.free_shipping) if ct else False,
+                "points_multiplier_percent": ct.points_multiplier_percent if ct else 100,
+                "points_validity_years": ct.points_validity_years if ct else 2,
+            },
+            "level": {"name": self.level_name, "code": ct.code if ct else "normal", "rank": ct.level_rank if ct else 0},
             "balance": self.balance.as_dict(),
             "points": self.points,
         }
@@ -41,7 +52,7 @@ def summarize(member: Member) -> MemberSummary:
 
     card_type = card_of(member.id)
     level = card_type.name if card_type is not None else "普通会员"
-    return MemberSummary(member, ledger.get_balance(member.id), points.balance(member.id), level)
+    return MemberSummary(member, ledger.get_balance(member.id), points.balance(member.id), level, card_type)
 
 
 def balance_reply_text(summary: MemberSummary, member_centre_url: str) -> str:
@@ -54,6 +65,9 @@ def balance_reply_text(summary: MemberSummary, member_centre_url: str) -> str:
     if b.held_fen:
         lines.append(f"冻结中（待结算）：{yuan(b.held_fen)} 元")
     lines.append(f"积分：{summary.points}")
+    if summary.card_type is not None and summary.card_type.discount_percent < 100:
+        tenths = summary.card_type.discount_percent  # 95 → 9.5 折, 90 → 9 折 (integers only)
+        lines.append(f"会员折扣：{tenths // 10}{'' if tenths % 10 == 0 else f'.{tenths % 10}'} 折")
     status = STATUS_LABELS.get(summary.member.status, summary.member.status)
     lines.append(f"会员卡：{summary.member.card_no}（{summary.level_name}，{status}）")
     lines.append(f"会员中心：{member_centre_url}")

@@ -44,11 +44,18 @@ class BalanceSchema(Schema):
 class CardSchema(Schema):
     card_no = fields.String()
     status = fields.String()
+    status_label = fields.String()
     level = fields.String()
+    discount_percent = fields.Integer()
+    free_shipping = fields.Boolean()
+    points_multiplier_percent = fields.Integer()
+    points_validity_years = fields.Integer()
 
 
 class LevelSchema(Schema):
     name = fields.String()
+    code = fields.String()
+    rank = fields.Integer()
 
 
 class MemberSchema(Schema):

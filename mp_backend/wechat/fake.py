@@ -277,6 +277,7 @@ class FakeWeChat:
         self.calls: list[Call] = []
         self.menu: dict[str, Any] | None = None
         self.template_messages: list[dict[str, Any]] = []
+        self._client_msg_ids: dict[tuple[str, str], int] = {}
         self.orders: dict[str, FakeOrder] = {}
         self.refunds: dict[str, FakeRefund] = {}
         self._failures: dict[str, list[_Failure]] = {}
@@ -335,6 +336,7 @@ class FakeWeChat:
             self.calls.clear()
             self.menu = None
             self.template_messages.clear()
+            self._client_msg_ids.clear()
             self.orders.clear()
             self.refunds.clear()
             self._failures.clear()
@@ -669,8 +671,16 @@ class FakeWeChat:
         if not isinstance(payload.get("data"), dict):
             return self._error(47001, "data format error")
         with self._lock:
+            # WeChat sends one message per (openid, client_msg_id): a repeat answers with the first msgid.
+            client_msg_id = payload.get("client_msg_id")
+            if client_msg_id and (payload["touser"], client_msg_id) in self._client_msg_ids:
+                return self._json(
+                    {"errcode": 0, "errmsg": "ok", "msgid": self._client_msg_ids[payload["touser"], client_msg_id]}
+                )
             self.template_messages.append(payload)
             msgid = len(self.template_messages)
+            if client_msg_id:
+                self._client_msg_ids[payload["touser"], client_msg_id] = msgid
         return self._json({"errcode": 0, "errmsg": "ok", "msgid": msgid})
 
     def _user_info(self) -> Response:

@@ -1,0 +1,28 @@
+"""Points: the daily expiry + reminders job, one reminder send, the nightly level re-evaluation."""
+
+from __future__ import annotations
+
+from ._context import app_context
+
+
+def daily() -> dict:
+    """Expire lots in batches (resumable), then plan and enqueue the 30/15/3-day reminders. Safe to
+    run twice: expiry resumes from its cursor, reminders are UNIQUE per member, date and offset."""
+    from mp_backend.loyalty import reminders
+
+    with app_context():
+        return reminders.run_daily()
+
+
+def send_reminder(reminder_id: int) -> str:
+    from mp_backend.loyalty import reminders
+
+    with app_context():
+        return reminders.send(reminder_id)
+
+
+def evaluate_levels() -> int:
+    from mp_backend.members import levels
+
+    with app_context():
+        return levels.evaluate_all()

@@ -1,0 +1,40 @@
+"""Members' points, on the ``member`` blueprint: /api/me/points and the exchange into bonus balance."""
+
+from __future__ import annotations
+
+from ..loyalty import service as loyalty
+from .auth import current_member
+from .member import blp
+from .points_schemas import ExchangeIn, ExchangeOut, MyPointsOut
+from .schemas import Error
+
+MEMBER = [{"memberToken": []}]
+
+
+@blp.route("/me/points", methods=["GET"])
+@blp.response(200, MyPointsOut)
+@blp.alt_response(401, schema=Error)
+@blp.doc(security=MEMBER)
+def my_points() -> dict:
+    """Points: the balance, the lots (earliest expiry first) and how many expire within 30 days."""
+    return loyalty.my_points(current_member().id)
+
+
+@blp.route("/me/points/exchange", methods=["POST"])
+@blp.arguments(ExchangeIn)
+@blp.response(201, ExchangeOut)
+@blp.alt_response(400, schema=Error)
+@blp.alt_response(401, schema=Error)
+@blp.alt_response(403, schema=Error)
+@blp.alt_response(409, schema=Error)
+@blp.doc(security=MEMBER)
+def exchange(body: dict) -> dict:
+    """Exchange points into bonus balance at the merchant's rate (``request_id`` makes a retry safe)."""
+    member = current_member()
+    done = loyalty.exchange(member.id, body["points"], key=f"member:{member.id}:{body['request_id']}")
+    return {
+        "points": done.points,
+        "bonus_fen": done.bonus_fen,
+        "points_balance": done.points_balance,
+        "replayed": done.posting.replayed,
+    }
