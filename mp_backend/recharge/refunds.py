@@ -36,6 +36,7 @@ from ..extensions import db
 from ..ledger import service as ledger
 from ..models_base import utcnow
 from ..money import yuan
+from ..notices import service as notices
 from ..org import service as org
 from ..transaction import transactional
 from ..wechat import refunds as wechat_refunds
@@ -216,6 +217,7 @@ def settle_refund(refund_id: int, *, success: bool, wechat_refund_id: str = "", 
             note=f"充值退款：微信退回 {yuan(refund.cash_fen)} 元",
             **common,
         )
+        notices.notify_after_commit(posting, title="充值退款")
         coupon_t = Coupon.__table__
         voided = db.session.execute(
             update(coupon_t)

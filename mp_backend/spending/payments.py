@@ -34,6 +34,7 @@ from ..members import cards
 from ..members.models import Member, MemberOpenid
 from ..models_base import utcnow
 from ..money import yuan
+from ..notices import service as notices
 from ..org import service as org
 from ..recharge.service import order_ttl_seconds, query_after_seconds, sign_type
 from ..transaction import RetryTransaction, transactional
@@ -187,6 +188,7 @@ def _open_payment(
     if payment.status == "paid":
         posting = ledger.debit(member_id, payable, key=f"payment:{payment.id}:debit", note="订单余额支付", **common)
         payment.debit_entry_id = posting.entry_id
+        notices.notify_after_commit(posting, title="余额支付")
     elif payment.balance_fen:
         posting = ledger.hold(
             member_id, payment.balance_fen, key=f"payment:{payment.id}:hold", note="订单支付（待微信支付）", **common
@@ -377,6 +379,7 @@ def _settle(payment_id: int, transaction_id: str, via: str) -> Outcome:
             note="订单支付完成（余额部分）",
         )
         payment.capture_entry_id = posting.entry_id
+        notices.notify_after_commit(posting, title="余额支付")
     log.info(
         "payment %s paid (via %s): %d balance + %d wechat", payment_id, via, payment.balance_fen, payment.wechat_fen
     )

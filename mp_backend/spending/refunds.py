@@ -30,6 +30,7 @@ from ..errors import Conflict, IdempotencyConflict, InvalidAmount, UpstreamError
 from ..extensions import db
 from ..ledger import service as ledger
 from ..models_base import utcnow
+from ..notices import service as notices
 from ..org import service as org
 from ..transaction import RetryTransaction, transactional
 from ..wechat import refunds as wechat_refunds
@@ -176,6 +177,7 @@ def _open_refund(
             note=f"订单退款{('：' + reason) if reason else ''}"[:255],
         )
         refund.refund_entry_id = posting.entry_id
+        notices.notify_after_commit(posting, title="订单退款")
     if staff_id is not None:
         org.audit(staff_id, "payment_refund", f"order_payment:{payment_id}", f"{amount_fen} fen {reason}")
     return refund.id, False

@@ -29,6 +29,7 @@ from ..errors import Conflict, Forbidden, MemberNotFound, NotFound, ValidationFa
 from ..extensions import db
 from ..ledger import service as ledger
 from ..models_base import BigId, ExactString, created_at_column, utcnow
+from ..notices import service as notices
 from ..org.models import Store
 from . import paycode
 
@@ -194,6 +195,8 @@ def _take(client: Client, key: str, body: dict[str, Any], kind: str) -> tuple[in
         # The ledger already holds this key's entry but no answer was stored for it: only a request that
         # reached the ledger outside the open API could do that. Refuse rather than link it twice.
         raise Conflict("该请求号已被使用", code="idempotency_conflict")
+    if kind == "charge":  # a hold tells the member when it is captured
+        notices.notify_after_commit(posting, title="门店消费")
     taken_principal, taken_bonus = -posting.principal_delta_fen, -posting.bonus_delta_fen
     values = {
         "client_id": client.id,
@@ -259,6 +262,7 @@ def capture(client: Client, key: str, hold_id: int, amount_fen: int | None) -> t
         store_id=held["store_id"],
         reference=held["order_no"],
     )
+    notices.notify_after_commit(posting, title="门店消费")
     # The capture released (principal_delta, bonus_delta) of the hold back to the buckets.
     taken_principal = held["principal_fen"] - posting.principal_delta_fen
     taken_bonus = held["bonus_fen"] - posting.bonus_delta_fen
@@ -330,6 +334,7 @@ def refund(client: Client, key: str, charge_id: int, amount_fen: int) -> tuple[i
         store_id=paid["store_id"],
         reference=paid["order_no"],
     )
+    notices.notify_after_commit(posting, title="门店退款")
     values = {
         "charge_id": paid["id"],
         "amount_fen": posting.amount_fen,
