@@ -290,7 +290,8 @@ def test_first_credit_of_a_new_member_races_debits(app):
     debits = run.of("debit")
     only_codes(debits, InsufficientBalance.code)
     accepted = [o.posting for o in debits if o.posting is not None]
-    assert 1 <= len(accepted) <= 10_000 // 700
+    # (none at all is a fair outcome too: on a loaded machine every debit may run before the credit)
+    assert len(accepted) <= 10_000 // 700
     for posting in accepted:
         assert posting.entry_id > credited.posting.entry_id
     # a refused debit saw either the empty wallet (before the credit) or the 2.00 left after 14 debits
