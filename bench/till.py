@@ -48,10 +48,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.ledger import RawDebits, make_app, prepare_database
-from bench.notify import Gunicorn, PhaseResult
+from bench.notify import Gunicorn, PhaseResult, port_range
 
 DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/mp_bench_till?charset=utf8mb4"
-PORTS = range(5500, 5550)
+# BENCH_PORTS=FIRST-LAST moves the servers into another range (engineers sharing one machine).
+PORTS = port_range(os.environ.get("BENCH_PORTS"), range(5500, 5550))
 AMOUNT_FEN = 100
 WARM_UP = 20  # requests / debits per process before the clock starts
 PATH = "/open/api/v1/charges"
@@ -66,7 +67,7 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
-    raise SystemExit("bench: no free port in 5500-5549")
+    raise SystemExit(f"bench: no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 def setup(
