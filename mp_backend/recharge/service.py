@@ -459,31 +459,13 @@ class Outcome:
     message: str = "OK"
 
 
+CREDITED = ("paid", "paid_uncredited")  # WeChat's money has arrived: the notification is acknowledged
+
+
 # What the notification path reads of an order: one row on the driver cursor (``hotpath``), no ORM
 # object (the snapshot JSON and the bookkeeping columns are not needed), with the merchant's principal
 # cap in the same round trip. The order's amount and rewards never change after it is created, so they
 # may be read before the guarded UPDATE that decides who credits.
-_SETTLE_COLUMNS = (
-    "id",
-    "out_trade_no",
-    "member_id",
-    "status",
-    "transaction_id",
-    "amount_fen",
-    "bonus_fen",
-    "points",
-    "coupon_template_id",
-    "coupon_qty",
-    "card_type_id",
-    "card_only_non_members",
-    "appid",
-    "mch_id",
-    "sign_type",
-    "store_id",
-)
-CREDITED = ("paid", "paid_uncredited")  # WeChat's money has arrived: the notification is acknowledged
-
-
 class SettleRow(NamedTuple):
     """An order as ``settle`` needs it (``_order_row``), plus the merchant's principal cap."""
 
@@ -506,6 +488,7 @@ class SettleRow(NamedTuple):
     cap_fen: int | None
 
 
+_SETTLE_COLUMNS = SettleRow._fields[:-1]  # the order's own columns; the cap comes from the merchant
 _CAP = "(SELECT principal_cap_fen FROM merchant ORDER BY id LIMIT 1)"
 _ORDER_BY = {
     by: Sql(f"SELECT {', '.join(_SETTLE_COLUMNS)}, {_CAP} FROM recharge_order WHERE {by} = ?")
@@ -522,7 +505,8 @@ def _order_row(by: str, key: int | str) -> SettleRow | None:
     row = _ORDER_BY[by].one(hotpath.cursor(), (key,))
     if row is None:
         return None
-    return SettleRow(*row[:11], bool(row[11]), *row[12:])
+    order = SettleRow(*row)
+    return order._replace(card_only_non_members=bool(order.card_only_non_members))  # MariaDB gives 0 / 1
 
 
 def handle_notification(body: bytes) -> Outcome:
