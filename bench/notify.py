@@ -50,8 +50,18 @@ from typing import Any
 
 from bench.ledger import make_app, prepare_database
 
+
+def port_range(spec: str | None, default: range) -> range:
+    """``FIRST-LAST`` (inclusive) as a range, or ``default`` when unset."""
+    if not spec:
+        return default
+    first, _, last = spec.partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
 DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/mp_bench_notify?charset=utf8mb4"
-PORTS = range(5300, 5400)
+# BENCH_PORTS=FIRST-LAST moves the servers into another range (engineers sharing one machine).
+PORTS = port_range(os.environ.get("BENCH_PORTS"), range(5300, 5400))
 AMOUNT_FEN = 100  # 1.00 yuan: many orders per member stay far below the principal cap
 WARM_UP = 20  # requests / credits per process before the clock starts
 CREATE_THREADS = 6  # order creation waits on the database and the fake: threads overlap the waits
@@ -68,7 +78,7 @@ def free_port(skip: set[int] | None = None) -> int:
             except OSError:
                 continue
             return port
-    raise SystemExit("bench: no free port in 5300-5399")
+    raise SystemExit(f"bench: no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -47,11 +47,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.ledger import RawDebits, make_app, prepare_database
-from bench.notify import Gunicorn, PhaseResult
+from bench.ledger import BENCH_SECRET_KEY, RawDebits, make_app, prepare_database
+from bench.notify import Gunicorn, PhaseResult, port_range
 
 DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/mp_bench_till?charset=utf8mb4"
-PORTS = range(5500, 5550)
+# BENCH_PORTS=FIRST-LAST moves the servers into another range (engineers sharing one machine).
+PORTS = port_range(os.environ.get("BENCH_PORTS"), range(5500, 5550))
 AMOUNT_FEN = 100
 WARM_UP = 20  # requests / debits per process before the clock starts
 PATH = "/open/api/v1/charges"
@@ -66,7 +67,7 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
-    raise SystemExit("bench: no free port in 5500-5549")
+    raise SystemExit(f"bench: no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 def setup(
@@ -237,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     if url.split("?")[0].rsplit("/", 1)[-1] == "test":
         raise SystemExit("bench: refusing the database `test` (the bench empties its database)")
     os.environ["DATABASE_URL"] = url
-    # As gunicorn's environment says (bench.notify.Gunicorn): the sandbox, whose SECRET_KEY is the dev
-    # one unless SECRET_KEY is set; both sides derive the client secret's key from the same value.
+    # As gunicorn's environment says (bench.notify.Gunicorn): the sandbox. Both sides derive the client
+    # secret's key from SECRET_KEY: this process's bench key (bench_config) goes to gunicorn too.
     os.environ.setdefault("WECHAT_SANDBOX", "1")
+    os.environ.setdefault("SECRET_KEY", BENCH_SECRET_KEY)
     started = time.monotonic()
     n, m, rounds = args.workers, args.clients, args.rounds
     total = args.charges + m * WARM_UP

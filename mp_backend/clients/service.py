@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
 import secrets
 import time
@@ -27,15 +28,16 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
-from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from .. import hotpath
 from ..errors import AppError, IdempotencyConflict, Unauthorized, ValidationFailed
 from ..extensions import db, jobs
+from ..hotpath import Sql
 from ..models_base import utcnow
 from ..org.service import store_by_code
 from ..transaction import RetryTransaction, transactional
-from .models import OpenClient, OpenNonce, OpenRequest
+from .models import OpenClient
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +147,12 @@ def verify_request(
     headers: Any,
     body: bytes,
     remote_addr: str | None = None,
+    remember_nonce: bool = True,
 ) -> Client:
-    """Check the four X-* headers and the signature; remember the nonce. Raises ``SignatureRejected``."""
+    """Check the four X-* headers and the signature; remember the nonce. Raises ``SignatureRejected``.
+
+    ``remember_nonce=False`` leaves the nonce to the caller's transaction (``run_idempotent(nonce=...)``,
+    or ``remember_nonce`` when the request ends before it): see ``nonce_in_transaction``."""
     values = {name: headers.get(name) for name in HEADERS}
     client_id = values["X-Client-Id"] or ""
     path = path_with_query.split("?", 1)[0]
@@ -157,9 +163,10 @@ def verify_request(
     missing = [name for name, value in values.items() if not value]
     if missing:
         raise reject("signature_missing", f"缺少签名请求头：{', '.join(missing)}")
-    row = _load_client(client_id)
-    if row is None:
+    known = _known_client(client_id)
+    if known is None:
         raise reject("client_unknown", "客户端不存在或已停用")
+    row, secret = known
     timestamp = values["X-Timestamp"]
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         raise reject("timestamp_invalid", "X-Timestamp 必须是 Unix 秒数")
@@ -168,7 +175,6 @@ def verify_request(
     nonce = values["X-Nonce"]
     if not (NONCE_MIN <= len(nonce) <= NONCE_MAX and nonce.isascii() and nonce.isprintable() and " " not in nonce):
         raise reject("nonce_invalid", "X-Nonce 必须是 16-64 个可见 ASCII 字符")
-    secret = _decrypt(row.secret_ciphertext)
     if secret is None:
         log.error("open api client %s: its secret cannot be decrypted (SECRET_KEY changed?)", row.client_id)
         raise reject("client_unknown", "客户端不存在或已停用")
@@ -176,9 +182,10 @@ def verify_request(
     given = values["X-Signature"]
     if not (given.isascii() and hmac.compare_digest(expected, given)):
         raise reject("signature_invalid", "签名错误")
-    if not _remember_nonce(row.id, nonce):
-        raise reject("nonce_reused", "X-Nonce 已使用过，每个请求须用新的随机串")
-    return Client(row.id, row.client_id, row.name, row.store_id, row.store_code)
+    client = Client(row.id, row.client_id, row.name, row.store_id, row.store_code)
+    if remember_nonce:
+        _remember_nonce(client, nonce, remote_addr)
+    return client
 
 
 @dataclass(frozen=True)
@@ -191,38 +198,100 @@ class _ClientRow:
     store_code: str | None
 
 
-def _load_client(client_id: str) -> _ClientRow | None:
+_CLIENT_BY_ID = Sql(
+    "SELECT c.id, c.client_id, c.name, c.store_id, c.secret_ciphertext, s.code FROM open_client c "
+    "LEFT OUTER JOIN store s ON s.id = c.store_id WHERE c.client_id = ? AND c.active = 1"
+)
+_CACHE_MAX = 1000
+
+
+def client_cache_seconds() -> float:
+    """How long a worker process may keep a client row and its decrypted secret (``OPEN_CLIENT_CACHE_SECONDS``,
+    default 5): a deactivated client, or one created again with a new secret, is refused within that time."""
+    value = current_app.config.get("OPEN_CLIENT_CACHE_SECONDS")
+    if value is None:
+        value = os.environ.get("OPEN_CLIENT_CACHE_SECONDS") or 5
+    return max(0.0, float(value))
+
+
+def _known_client(client_id: str) -> tuple[_ClientRow, str | None] | None:
+    """The active client and its secret (None when it cannot be decrypted), from this process's short-lived
+    cache: one round trip and one decryption fewer per request. Unknown ids are never cached."""
     if len(client_id) > 40:
         return None
-    from ..org.models import Store
+    cache: dict[tuple[str, str], tuple[float, _ClientRow, str | None]] = current_app.extensions.setdefault(
+        "open_client_cache", {}
+    )
+    key = (client_id, current_app.config["SECRET_KEY"])  # a rotated key decrypts nothing it did not encrypt
+    now = time.monotonic()
+    hit = cache.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1], hit[2]
+    row = _load_client(client_id)
+    if row is None:
+        cache.pop(key, None)
+        return None
+    secret = _decrypt(row.secret_ciphertext)
+    ttl = client_cache_seconds()
+    if ttl > 0:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[key] = (now + ttl, row, secret)
+    return row, secret
 
-    c = OpenClient.__table__.c
-    found = db.session.execute(
-        select(c.id, c.client_id, c.name, c.store_id, c.secret_ciphertext, Store.code)
-        .outerjoin(Store, Store.id == c.store_id)
-        .where(c.client_id == client_id, c.active.is_(True))
-    ).first()
+
+def _load_client(client_id: str) -> _ClientRow | None:
+    found = _CLIENT_BY_ID.one(hotpath.cursor(), (client_id,))
     return None if found is None else _ClientRow(*found)
 
 
-def _remember_nonce(client_pk: int, nonce: str) -> bool:
-    """True the first time a nonce is seen within its window; False after (also under races)."""
+def nonce_in_transaction() -> bool:
+    """Without Redis a nonce is a row in ``open_nonce``: a mutating request takes it into its own
+    transaction (one commit instead of two) and a refused one still burns it (``run_idempotent``).
+    With Redis it is a SET NX, done at once by ``verify_request``."""
+    return jobs.redis is None
+
+
+def remember_nonce(client: Client, nonce: str, remote_addr: str | None = None) -> None:
+    """Burn a nonce that ``verify_request`` left to the caller, in its own transaction (a request that
+    ended before its operation ran). ``SignatureRejected`` (nonce_reused) when it was used already."""
+    _remember_nonce(client, nonce, remote_addr)
+
+
+def _remember_nonce(client: Client, nonce: str, remote_addr: str | None) -> None:
+    """Record a nonce the first time it is seen within its window; ``nonce_reused`` after (also under races)."""
     if jobs.redis is not None:
-        return bool(jobs.redis.set(f"open:nonce:{client_pk}:{nonce}", b"1", nx=True, ex=NONCE_TTL))
-    try:
-        _insert_nonce(client_pk, nonce)
-    except IntegrityError:
-        return False
-    return True
+        fresh = bool(jobs.redis.set(f"open:nonce:{client.id}:{nonce}", b"1", nx=True, ex=NONCE_TTL))
+    else:
+        try:
+            _insert_nonce_alone(client.id, nonce)
+            fresh = True
+        except IntegrityError:
+            fresh = False
+    if not fresh:
+        raise _nonce_reused(client, remote_addr)
 
 
-@transactional
+def _nonce_reused(client: Client, remote_addr: str | None) -> SignatureRejected:
+    return _reject(
+        "nonce_reused", "X-Nonce 已使用过，每个请求须用新的随机串", client.client_id, "(open api)", remote_addr
+    )
+
+
+_INSERT_NONCE = Sql("INSERT INTO open_nonce (client_id, nonce, created_at) VALUES (?, ?, ?)")
+_PRUNE_NONCES = Sql("DELETE FROM open_nonce WHERE created_at < ?")
+
+
 def _insert_nonce(client_pk: int, nonce: str) -> None:
-    now = utcnow()
-    db.session.execute(insert(OpenNonce.__table__).values(client_id=client_pk, nonce=nonce, created_at=now))
+    """In the caller's transaction; a nonce seen before fails on the UNIQUE (client_id, nonce)."""
+    tx = hotpath.cursor()
+    _INSERT_NONCE.run(tx, (client_pk, nonce, tx.timestamp()))
     if random.randrange(_PRUNE_EVERY) == 0:
-        cutoff = now - timedelta(seconds=NONCE_TTL + 60)
-        db.session.execute(delete(OpenNonce.__table__).where(OpenNonce.__table__.c.created_at < cutoff))
+        cutoff = utcnow() - timedelta(seconds=NONCE_TTL + 60)
+        _PRUNE_NONCES.run(tx, (cutoff.strftime("%Y-%m-%d %H:%M:%S.%f") if tx.sql.sqlite else cutoff,))
+
+
+_insert_nonce_alone = transactional(_insert_nonce)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,19 +321,34 @@ class Answer:
 
 
 def run_idempotent(
-    client: Client, key: str, fingerprint: str, operation: Callable[[], tuple[int, dict[str, Any]]]
+    client: Client,
+    key: str,
+    fingerprint: str,
+    operation: Callable[[], tuple[int, dict[str, Any]]],
+    *,
+    nonce: str | None = None,
 ) -> Answer:
     """Run ``operation`` (which writes through the ledger with keys derived from ``key``) once per key.
 
     The answer is stored with the operation in one transaction. A retry finds it; a racing copy loses
     on the ledger's UNIQUE key (``RetryTransaction``) and then finds it; a copy that failed for a
-    reason the first one changed (the payment code it consumed) also looks again before answering."""
+    reason the first one changed (the payment code it consumed) also looks again before answering.
+
+    ``nonce``: the request's nonce, left by ``verify_request(remember_nonce=False)``. It is the
+    transaction's first row, so a reused one is refused (401) before anything else and a racing copy
+    waits on its UNIQUE key; when the operation is refused and rolled back, it is burnt on its own."""
     try:
-        return _run_idempotent(client.id, key, fingerprint, operation)
+        return _run_idempotent(client.id, key, fingerprint, operation, nonce)
+    except _NonceTaken:
+        raise _nonce_reused(client, None) from None
     except IdempotencyConflict:
+        if nonce is not None:
+            remember_nonce(client, nonce)
         raise
     except AppError:
         db.session.rollback()
+        if nonce is not None:
+            remember_nonce(client, nonce)
         stored = _stored(client.id, key)
         db.session.rollback()
         if stored is None:
@@ -272,36 +356,47 @@ def run_idempotent(
         return _replay(stored, fingerprint)
 
 
+class _NonceTaken(Exception):
+    """The request's nonce is in ``open_nonce`` already: the transaction is rolled back, the answer is 401."""
+
+
+_STORED = Sql(
+    "SELECT request_hash, status_code, response_json FROM open_request WHERE client_id = ? AND idempotency_key = ?"
+)
+_STORE_ANSWER = Sql(
+    "INSERT INTO open_request (client_id, idempotency_key, request_hash, status_code, response_json, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
 @transactional
 def _run_idempotent(
-    client_pk: int, key: str, fingerprint: str, operation: Callable[[], tuple[int, dict[str, Any]]]
+    client_pk: int,
+    key: str,
+    fingerprint: str,
+    operation: Callable[[], tuple[int, dict[str, Any]]],
+    nonce: str | None,
 ) -> Answer:
+    if nonce is not None:
+        try:
+            _insert_nonce(client_pk, nonce)
+        except IntegrityError:
+            raise _NonceTaken() from None
     stored = _stored(client_pk, key)
     if stored is not None:
         return _replay(stored, fingerprint)
     status, body = operation()
-    values = {
-        "client_id": client_pk,
-        "idempotency_key": key,
-        "request_hash": fingerprint,
-        "status_code": status,
-        "response_json": json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-        "created_at": utcnow(),
-    }
+    tx = hotpath.cursor()
+    answer = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     try:
-        db.session.execute(insert(OpenRequest.__table__).values(**values))
+        _STORE_ANSWER.run(tx, (client_pk, key, fingerprint, status, answer, tx.timestamp()))
     except IntegrityError as error:  # a racing copy with the same key committed first
         raise RetryTransaction() from error
     return Answer(status, body)
 
 
 def _stored(client_pk: int, key: str) -> tuple[str, int, str] | None:
-    t = OpenRequest.__table__
-    row = db.session.execute(
-        select(t.c.request_hash, t.c.status_code, t.c.response_json).where(
-            t.c.client_id == client_pk, t.c.idempotency_key == key
-        )
-    ).first()
+    row = _STORED.one(hotpath.cursor(), (client_pk, key))
     return None if row is None else (row[0], row[1], row[2])
 
 

@@ -14,20 +14,21 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, case, func, select, true, update
+from sqlalchemy import and_, case, func, select, true, update
 from sqlalchemy.exc import IntegrityError
 
+from .. import hotpath
 from ..errors import AppError, Conflict, Forbidden, MemberFrozen, NotFound, ValidationFailed
 from ..extensions import db
+from ..hotpath import Sql
 from ..ledger import points as points_service
 from ..ledger import service as ledger
 from ..members import cards
@@ -36,7 +37,7 @@ from ..models_base import utcnow
 from ..money import yuan
 from ..notices import service as notices
 from ..org import service as org
-from ..org.models import Merchant, Staff, Store
+from ..org.models import Staff, Store
 from ..transaction import transactional
 from ..wechat import pay
 from . import coupons
@@ -458,55 +459,54 @@ class Outcome:
     message: str = "OK"
 
 
-# What the notification path reads of an order: one Core row, no ORM object (the snapshot JSON and the
-# bookkeeping columns are not needed), with the merchant's principal cap in the same round trip. The
-# order's amount and rewards never change after it is created, so they may be read before the guarded
-# UPDATE that decides who credits.
-_SETTLE_COLUMNS = (
-    order_t.c.id,
-    order_t.c.out_trade_no,
-    order_t.c.member_id,
-    order_t.c.status,
-    order_t.c.transaction_id,
-    order_t.c.amount_fen,
-    order_t.c.bonus_fen,
-    order_t.c.points,
-    order_t.c.coupon_template_id,
-    order_t.c.coupon_qty,
-    order_t.c.card_type_id,
-    order_t.c.card_only_non_members,
-    order_t.c.appid,
-    order_t.c.mch_id,
-    order_t.c.sign_type,
-    order_t.c.store_id,
-)
 CREDITED = ("paid", "paid_uncredited")  # WeChat's money has arrived: the notification is acknowledged
 
 
-@functools.cache
-def _order_select(by: str) -> Any:
-    """Built once per process: constructing the statement costs about as much CPU as running it."""
-    cap = select(Merchant.principal_cap_fen).order_by(Merchant.id).limit(1).scalar_subquery()
-    return select(*_SETTLE_COLUMNS, cap.label("cap_fen")).where(order_t.c[by] == bindparam("key"))
+# What the notification path reads of an order: one row on the driver cursor (``hotpath``), no ORM
+# object (the snapshot JSON and the bookkeeping columns are not needed), with the merchant's principal
+# cap in the same round trip. The order's amount and rewards never change after it is created, so they
+# may be read before the guarded UPDATE that decides who credits.
+class SettleRow(NamedTuple):
+    """An order as ``settle`` needs it (``_order_row``), plus the merchant's principal cap."""
+
+    id: int
+    out_trade_no: str
+    member_id: int
+    status: str
+    transaction_id: str | None
+    amount_fen: int
+    bonus_fen: int
+    points: int
+    coupon_template_id: int | None
+    coupon_qty: int
+    card_type_id: int | None
+    card_only_non_members: bool
+    appid: str
+    mch_id: str
+    sign_type: str
+    store_id: int | None
+    cap_fen: int | None
 
 
-def _order_row(by: str, key: int | str) -> Any:
+_SETTLE_COLUMNS = SettleRow._fields[:-1]  # the order's own columns; the cap comes from the merchant
+_CAP = "(SELECT principal_cap_fen FROM merchant ORDER BY id LIMIT 1)"
+_ORDER_BY = {
+    by: Sql(f"SELECT {', '.join(_SETTLE_COLUMNS)}, {_CAP} FROM recharge_order WHERE {by} = ?")
+    for by in ("id", "out_trade_no")
+}
+_FLIP = Sql(
+    "UPDATE recharge_order SET status = ?, transaction_id = ?, paid_at = ?, paid_via = ? WHERE id = ? AND status = ?"
+)
+_ORDER_STATUS = Sql("SELECT status, transaction_id FROM recharge_order WHERE id = ?")
+
+
+def _order_row(by: str, key: int | str) -> SettleRow | None:
     """The order by ``id`` or ``out_trade_no``, as the notification path reads it."""
-    return db.session.execute(_order_select(by), {"key": key}).first()
-
-
-@functools.cache
-def _flip_update(before: str) -> Any:
-    return (
-        update(order_t)
-        .where(order_t.c.id == bindparam("order_id"), order_t.c.status == before)
-        .values(
-            status=bindparam("new_status"),
-            transaction_id=bindparam("transaction_id"),
-            paid_at=bindparam("paid_at"),
-            paid_via=bindparam("paid_via"),
-        )
-    )
+    row = _ORDER_BY[by].one(hotpath.cursor(), (key,))
+    if row is None:
+        return None
+    order = SettleRow(*row)
+    return order._replace(card_only_non_members=bool(order.card_only_non_members))  # MariaDB gives 0 / 1
 
 
 def handle_notification(body: bytes) -> Outcome:
@@ -584,13 +584,14 @@ def _flip(order: Any, transaction_id: str, via: str, status: str) -> str | None:
     """The guarded UPDATE that decides who settles an order. Returns the status it left (``pending``,
     or ``closed`` when we had closed it and the member paid all the same) for the one call that flips
     it, None for a retry or a concurrent copy; another transaction id for the order is a conflict."""
-    values = {"order_id": order.id, "new_status": status, "transaction_id": transaction_id, "paid_via": via}
+    tx = hotpath.cursor()
+    paid_at = tx.timestamp()
     for before in ("pending", "closed"):
-        flipped = db.session.execute(_flip_update(before), {**values, "paid_at": utcnow()}).rowcount
-        if flipped == 1:
+        if _FLIP.run(tx, (status, transaction_id, paid_at, via, order.id, before)).rowcount == 1:
             return before
-    row = db.session.execute(select(order_t.c.status, order_t.c.transaction_id).where(order_t.c.id == order.id)).one()
-    if row.status in CREDITED and row.transaction_id == transaction_id:
+    row = _ORDER_STATUS.one(tx, (order.id,))
+    assert row is not None  # orders are never deleted
+    if row[0] in CREDITED and row[1] == transaction_id:
         return None  # already settled: a retry, or a copy that lost the race
     raise Conflict("订单已用另一笔微信交易入账", code="transaction_mismatch")
 

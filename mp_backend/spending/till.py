@@ -24,9 +24,11 @@ from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint, in
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from .. import hotpath
 from ..clients.service import Client
 from ..errors import Conflict, Forbidden, MemberNotFound, NotFound, ValidationFailed
 from ..extensions import db
+from ..hotpath import Sql
 from ..ledger import service as ledger
 from ..models_base import BigId, ExactString, created_at_column, utcnow
 from ..notices import service as notices
@@ -99,7 +101,10 @@ class HoldNotFound(NotFound):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Who and where
+# Who and where (every charge asks: on the driver cursor, ``hotpath``)
+
+_STORE_BY_CODE = Sql("SELECT id FROM store WHERE code = ?")
+_MEMBER_BY = {kind: Sql(f"SELECT id FROM member WHERE {kind} = ?") for kind in ("card_no", "phone")}
 
 
 def store_for(client: Client, store_code: str) -> int:
@@ -108,7 +113,8 @@ def store_for(client: Client, store_code: str) -> int:
         if store_code != client.store_code:
             raise StoreOutOfScope(details={"store_code": client.store_code})
         return client.store_id
-    store_id = db.session.scalar(select(Store.id).where(Store.code == store_code))
+    found = _STORE_BY_CODE.one(hotpath.cursor(), (store_code,))
+    store_id = None if found is None else found[0]
     if store_id is None:
         raise NotFound(f"门店 {store_code} 不存在", code="store_not_found")
     return int(store_id)
@@ -116,19 +122,16 @@ def store_for(client: Client, store_code: str) -> int:
 
 def find_member(identifier: dict[str, str], *, consume_code: bool) -> int:
     """The member named by exactly one of card_no, phone, pay_code; a payment consumes the code."""
-    from ..members.models import Member
-
     given = {k: v for k, v in identifier.items() if v is not None}
     if len(given) != 1:
         raise ValidationFailed("请只提供 card_no、phone、pay_code 其中一项", code="member_identifier_required")
     ((kind, value),) = given.items()
     if kind == "pay_code":
         return paycode.consume(value) if consume_code else paycode.member_of(value)
-    column = Member.card_no if kind == "card_no" else Member.phone
-    member_id = db.session.scalar(select(Member.id).where(column == value))
-    if member_id is None:
+    found = _MEMBER_BY[kind].one(hotpath.cursor(), (value,))
+    if found is None:
         raise MemberNotFound()
-    return int(member_id)
+    return int(found[0])
 
 
 def lookup(client: Client, identifier: dict[str, str]) -> dict[str, Any]:
@@ -171,6 +174,24 @@ def _mask_card(card_no: str) -> str:
 # Charge and hold
 
 
+_CHARGE_COLUMNS = (
+    "client_id",
+    "store_id",
+    "member_id",
+    "order_no",
+    "kind",
+    "status",
+    "amount_fen",
+    "principal_fen",
+    "bonus_fen",
+    "paid_fen",
+    "refunded_fen",
+    "entry_id",
+    "created_at",
+)
+_INSERT_CHARGE = Sql(f"INSERT INTO till_charge ({', '.join(_CHARGE_COLUMNS)}) VALUES ({', '.join('?' * 13)})")
+
+
 def charge(client: Client, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return _take(client, key, body, "charge")
 
@@ -211,10 +232,10 @@ def _take(client: Client, key: str, body: dict[str, Any], kind: str) -> tuple[in
         "paid_fen": posting.amount_fen if kind == "charge" else 0,
         "refunded_fen": 0,
         "entry_id": posting.entry_id,
-        "created_at": utcnow(),
     }
+    tx = hotpath.cursor()
     try:
-        charge_id = db.session.execute(insert(TillCharge.__table__).values(**values)).inserted_primary_key[0]
+        charge_id = _INSERT_CHARGE.run(tx, [*(values[c] for c in _CHARGE_COLUMNS[:-1]), tx.timestamp()]).lastrowid
     except IntegrityError as error:
         if "order_no" in str(error.orig):
             raise OrderNoTaken(details={"order_no": body["order_no"]}) from error

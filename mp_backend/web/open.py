@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g, request
+from flask import Response, g, jsonify, request
 
 from ..clients import service as clients
 from ..spending import till
@@ -59,13 +59,32 @@ def _path_with_query() -> str:
 
 @blp.before_request
 def _verify_signature() -> None:
+    # A mutating request's nonce goes into its operation's transaction (one commit): _idempotent takes
+    # it, and _burn_unused_nonce records it when the request ends before that (a body refused, say).
+    deferred = request.method == "POST" and clients.nonce_in_transaction()
     g.open_client = clients.verify_request(
         method=request.method,
         path_with_query=_path_with_query(),
         headers=request.headers,
         body=request.get_data(cache=True),
         remote_addr=request.remote_addr,
+        remember_nonce=not deferred,
     )
+    g.open_nonce = request.headers["X-Nonce"] if deferred else None
+
+
+@blp.after_request
+def _burn_unused_nonce(response: Response) -> Response:
+    nonce = g.pop("open_nonce", None)
+    if nonce is None:
+        return response
+    try:
+        clients.remember_nonce(_client(), nonce, request.remote_addr)
+    except clients.SignatureRejected as error:  # a racing copy with the same nonce came first
+        refused = jsonify(error.to_dict())
+        refused.status_code = error.status
+        return refused
+    return response
 
 
 def _client() -> clients.Client:
@@ -76,7 +95,8 @@ def _idempotent(body: Any, operation) -> tuple[dict[str, Any], int, dict[str, st
     client = _client()
     key = clients.check_idempotency_key(request.headers.get("Idempotency-Key"))
     fingerprint = clients.request_hash(request.method, request.path, body)
-    answer = clients.run_idempotent(client, key, fingerprint, lambda: operation(client, key))
+    nonce = g.pop("open_nonce", None)
+    answer = clients.run_idempotent(client, key, fingerprint, lambda: operation(client, key), nonce=nonce)
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
     return answer.body, answer.status, headers
 

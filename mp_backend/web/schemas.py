@@ -33,6 +33,11 @@ class _Parser(FlaskParser):
 class Blueprint(_SmorestBlueprint):
     ARGUMENTS_PARSER = _Parser()
 
+    def arguments(self, schema: Any, *args: Any, **kwargs: Any) -> Any:
+        # One instance per route, built here: given a class, webargs builds the schema (and its nested
+        # ones) again on every request. A marshmallow schema keeps no state between loads.
+        return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
+
 
 class BalanceSchema(Schema):
     principal_fen = fields.Integer(required=True)
