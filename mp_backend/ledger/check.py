@@ -13,7 +13,8 @@ never reports a debit committed between two of its reads as a broken wallet:
    the same member, gives back exactly its amount and never, with the refunds before it, more than
    each bucket of the payment took; a withdrawal takes principal only; a reversal mirrors its credit;
 5. the held bucket equals the open holds, no entry is closed twice, and the refund guard
-   (``payment_refundable``) agrees with the refunds in the ledger.
+   (``payment_refundable``) agrees with the refunds in the ledger;
+6. points: every member's points entries add up to what their lots hold, lot by lot.
 
 Each broken row is one finding naming the row (``entry_id``), not also the correct rows after it.
 """
@@ -28,6 +29,7 @@ from flask import current_app
 from sqlalchemy import Connection, text
 
 from ..extensions import db
+from . import points
 from .policy import split_refund, split_spend
 
 CREDIT_KINDS = ("credit",)
@@ -85,6 +87,8 @@ def check_ledger(batch_size: int = 5000, policies: Sequence[str] | None = None) 
         _check_guard_rows(conn, findings)
         _check_wallets(conn, findings, sums)
         _check_holds(conn, findings, sums)
+        for problem in points.check(conn=conn):  # the points ledger against its lots, same snapshot
+            findings.add(Problem(None, "points", problem))
         for key, count in conn.execute(
             text("SELECT idempotency_key, COUNT(*) FROM ledger_entry GROUP BY idempotency_key HAVING COUNT(*) > 1")
         ):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import current_app, has_app_context
@@ -405,17 +406,19 @@ def lots_of(member_id: int, *, at: datetime | None = None) -> list:
     )
 
 
-def check(member_ids: list[int] | None = None) -> list[str]:
+def check(member_ids: list[int] | None = None, *, conn: Any = None) -> list[str]:
     """The points invariants: per member, the entries' deltas sum to what the lots hold; every lot
-    holds what its entries say (its award less what was taken from it). Returns the problems."""
+    holds what its entries say (its award less what was taken from it). Returns the problems.
+    ``conn``: read on this connection (``ledger check``'s snapshot) instead of the session."""
+    reader = conn if conn is not None else db.session
     problems = []
     by_entries = select(entry_t.c.member_id, func.sum(entry_t.c.delta)).group_by(entry_t.c.member_id)
     by_lots = select(lot_t.c.member_id, func.sum(lot_t.c.remaining)).group_by(lot_t.c.member_id)
     if member_ids is not None:
         by_entries = by_entries.where(entry_t.c.member_id.in_(member_ids))
         by_lots = by_lots.where(lot_t.c.member_id.in_(member_ids))
-    entries = {m: int(v) for m, v in db.session.execute(by_entries).all()}
-    lots = {m: int(v) for m, v in db.session.execute(by_lots).all()}
+    entries = {m: int(v) for m, v in reader.execute(by_entries).all()}
+    lots = {m: int(v) for m, v in reader.execute(by_lots).all()}
     for member_id in sorted(set(entries) | set(lots)):
         if entries.get(member_id, 0) != lots.get(member_id, 0):
             problems.append(
@@ -426,11 +429,11 @@ def check(member_ids: list[int] | None = None) -> list[str]:
         .where(entry_t.c.lot_id.is_not(None))
         .group_by(entry_t.c.lot_id)
     )
-    sums = {int(lot): int(v) for lot, v in db.session.execute(per_lot).all()}
+    sums = {int(lot): int(v) for lot, v in reader.execute(per_lot).all()}
     lot_rows = select(lot_t.c.id, lot_t.c.remaining)
     if member_ids is not None:
         lot_rows = lot_rows.where(lot_t.c.member_id.in_(member_ids))
-    for lot_id, remaining in db.session.execute(lot_rows).all():
+    for lot_id, remaining in reader.execute(lot_rows).all():
         if sums.get(int(lot_id), 0) != int(remaining):
             problems.append(f"lot {lot_id}: entries {sums.get(int(lot_id), 0)} != remaining {remaining}")
     return problems

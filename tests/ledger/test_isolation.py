@@ -51,3 +51,19 @@ def test_the_points_ledger_is_append_only_too(make_member, statement):
     db.session.rollback()
     # then the database refused it
     assert db.session.execute(text("SELECT delta FROM points_entry")).scalars().all() == [100]
+
+
+def test_ledger_check_sees_points_lots_that_disagree_with_the_points_ledger(make_member):
+    # given a member with 100 points, and then a lot lowered by hand behind the points ledger's back
+    from mp_backend.ledger import points
+    from mp_backend.ledger.check import check_ledger
+
+    member_id = make_member()
+    points.award_points(member_id, 100, key="award-1", source="test")
+    assert check_ledger() == []
+    db.session.execute(text("UPDATE points_lot SET remaining = remaining - 50"))
+    db.session.commit()
+    # when the ledger is checked, then the member and the lot are named
+    problems = check_ledger()
+    assert [p.invariant for p in problems] == ["points", "points"]
+    assert f"member {member_id}" in problems[0].detail and "remaining 50" in problems[1].detail
