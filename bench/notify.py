@@ -44,6 +44,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,9 @@ CREATE_THREADS = 6  # order creation waits on the database and the fake: threads
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port(skip: set[int] | None = None) -> int:
-    for port in PORTS:
+def free_port(skip: set[int] | None = None, ports: range = PORTS) -> int:
+    """The first port of ``ports`` that is free on 127.0.0.1 (and not in ``skip``)."""
+    for port in ports:
         if skip and port in skip:
             continue
         with socket.socket() as probe:
@@ -78,7 +80,7 @@ def free_port(skip: set[int] | None = None) -> int:
             except OSError:
                 continue
             return port
-    raise SystemExit(f"bench: no free port in {PORTS.start}-{PORTS.stop - 1}")
+    raise SystemExit(f"bench: no free port in {ports.start}-{ports.stop - 1}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -255,34 +257,47 @@ class Gunicorn:
 # The two phases (child processes)
 
 
-def post(port: int, xml: bytes) -> tuple[int, bytes]:
+def http_post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    """One POST on a new connection (gunicorn's sync workers close it; WeChat opens one per call too)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("POST", "/wechat/pay/notify", body=xml, headers={"Content-Type": "text/xml"})
+        conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
         conn.close()
 
 
-def client(index: int, port: int, slices: list[list[str]], barrier: Any, results: Any) -> None:
-    """One HTTP client process: per slice, post its notifications one after the other."""
+def post(port: int, xml: bytes) -> tuple[int, bytes]:
+    return http_post(port, "/wechat/pay/notify", xml, {"Content-Type": "text/xml"})
+
+
+def run_slices(index: int, slices: list[list[Any]], barrier: Any, results: Any,
+               send: Callable[[Any], str | None]) -> None:  # fmt: skip
+    """The client side of an HTTP bench, in its own process: per slice, ``send`` each item one after the
+    other (None when the answer was right, else what went wrong), in step with the other processes."""
     try:
         done = []
         for batch in slices:
             barrier.wait()
             started, cpu0 = time.monotonic(), time.process_time()
-            failed: list[str] = []
-            for xml in batch:
-                status, body = post(port, xml.encode())
-                if status != 200 or b"SUCCESS" not in body:
-                    failed.append(f"HTTP {status}: {body[:200]!r}")
+            failed = [failure for failure in map(send, batch) if failure is not None]
             done.append((len(batch) - len(failed), started, time.monotonic(), time.process_time() - cpu0, failed))
             barrier.wait()
         results.put(("ok", index, done))
     except BaseException:
         barrier.abort()
         results.put(("error", index, traceback.format_exc()))
+
+
+def client(index: int, port: int, slices: list[list[str]], barrier: Any, results: Any) -> None:
+    """One HTTP client process: per slice, post its notifications one after the other."""
+
+    def send(xml: str) -> str | None:
+        status, body = post(port, xml.encode())
+        return None if status == 200 and b"SUCCESS" in body else f"HTTP {status}: {body[:200]!r}"
+
+    run_slices(index, slices, barrier, results, send)
 
 
 def creditor(index: int, url: str, member_id: int, slices: list[int], barrier: Any, results: Any) -> None:

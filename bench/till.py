@@ -34,13 +34,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import http.client
 import json
 import math
 import multiprocessing as mp
 import os
 import secrets
-import socket
 import sys
 import time
 import traceback
@@ -48,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.ledger import BENCH_SECRET_KEY, RawDebits, make_app, prepare_database
-from bench.notify import Gunicorn, PhaseResult, port_range
+from bench.notify import Gunicorn, PhaseResult, http_post, port_range, run_slices
+from bench.notify import free_port as notify_free_port
 
 DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/mp_bench_till?charset=utf8mb4"
 # BENCH_PORTS=FIRST-LAST moves the servers into another range (engineers sharing one machine).
@@ -60,14 +59,7 @@ STORE = "b01"
 
 
 def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise SystemExit(f"bench: no free port in {PORTS.start}-{PORTS.stop - 1}")
+    return notify_free_port(ports=PORTS)
 
 
 def setup(
@@ -123,36 +115,20 @@ def charge(port: int, client_id: str, secret: str, body: dict[str, Any], key: st
         "X-Signature": signature(secret, "POST", PATH, timestamp, nonce, data),
         "Idempotency-Key": key,
     }
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("POST", PATH, body=data, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    return http_post(port, PATH, data, headers)
 
 
 def client(index: int, port: int, client_id: str, secret: str, slices: list[list[tuple[str, str]]],
            barrier: Any, results: Any) -> None:  # fmt: skip
     """One till process: per slice, its charges one after the other."""
-    try:
-        done = []
-        for batch in slices:
-            barrier.wait()
-            started, cpu0 = time.monotonic(), time.process_time()
-            failed: list[str] = []
-            for card_no, order_no in batch:
-                body = {"member": {"card_no": card_no}, "amount_fen": AMOUNT_FEN, "order_no": order_no,
-                        "store_code": STORE}  # fmt: skip
-                status, answer = charge(port, client_id, secret, body, order_no)
-                if status != 201:
-                    failed.append(f"HTTP {status}: {answer[:200]!r}")
-            done.append((len(batch) - len(failed), started, time.monotonic(), time.process_time() - cpu0, failed))
-            barrier.wait()
-        results.put(("ok", index, done))
-    except BaseException:
-        barrier.abort()
-        results.put(("error", index, traceback.format_exc()))
+
+    def send(item: tuple[str, str]) -> str | None:
+        card_no, order_no = item
+        body = {"member": {"card_no": card_no}, "amount_fen": AMOUNT_FEN, "order_no": order_no, "store_code": STORE}
+        status, answer = charge(port, client_id, secret, body, order_no)
+        return None if status == 201 else f"HTTP {status}: {answer[:200]!r}"
+
+    run_slices(index, slices, barrier, results, send)
 
 
 def debitor(index: int, url: str, member_id: int, slices: list[int], barrier: Any, results: Any) -> None:
