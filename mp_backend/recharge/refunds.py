@@ -11,12 +11,12 @@ What is taken back, decided when the refund is requested (one refund per recharg
   ``P - S`` in cash (the spent bonus is paid for out of the refund); ``refuse`` refuses the refund
   (``recharge_bonus_spent``) when ``S > 0``.
 
-``P + B`` is HELD (``ledger.hold``) in the request's transaction, so spending before WeChat confirms
-cannot shrink it; the cash ``P - S`` goes back through WeChat Pay's refund API. WeChat's refund
-notification SUCCESS captures the hold; a refusal or a failed refund voids it.
-Known limit: ``ledger.hold`` splits an amount across principal and bonus by the spending policy and
-takes no bucket, so the held ``P + B`` comes from the buckets in the policy's proportions, not exactly
-``P`` from principal and ``B`` from bonus (exact when the wallet holds only this recharge's money).
+``P + B`` is HELD in the request's transaction, so spending before WeChat confirms cannot shrink it:
+exactly ``P`` from principal and ``B`` from bonus (``ledger.hold(buckets=...)``, decided on the wallet
+locked in that transaction), whatever the spending policy, so the member's other money, paid-in or
+gift, is never touched. The cash ``P - S`` goes back through WeChat Pay's refund API. WeChat's refund
+notification SUCCESS captures the hold in full (those same buckets); a refusal or a failed refund voids
+it (they come back as they were).
 
 Rewards: coupons the recharge gave that are still unused are voided (status ``expired``) when the
 refund succeeds; used ones stay used. Points the recharge gave are NOT taken back: the points ledger
@@ -107,7 +107,7 @@ def _open(staff_id: int, out_trade_no: str, reason: str) -> int:
     if order.status != "paid":
         raise RechargeNotRefundable("只有已入账的微信充值订单可以退款")
     chosen = policy()
-    balance = ledger.get_balance(order.member_id)
+    balance = ledger.get_balance(order.member_id, for_update=True)  # nothing spends until the hold is in
     principal_back = min(order.amount_fen, balance.principal_fen)
     bonus_back = min(order.bonus_fen, balance.bonus_fen)
     bonus_spent = order.bonus_fen - bonus_back
@@ -130,6 +130,7 @@ def _open(staff_id: int, out_trade_no: str, reason: str) -> int:
         store_id=order.store_id,
         reference=order.out_trade_no,
         note=f"充值退款冻结：退 {yuan(cash)} 元"[:255],
+        buckets={"principal": principal_back, "bonus": bonus_back},
     )
     refund = model(
         order_id=order.id,

@@ -179,6 +179,51 @@ def test_spending_between_request_and_notification_cannot_shrink_the_take_back(c
     assert_ledger_ok()
 
 
+@pytest.mark.parametrize("app_overrides", [{"SPENDING_POLICY": "proportional"}, {"SPENDING_POLICY": "bonus_first"}])
+def test_recharge_refund_takes_back_exactly_the_buckets_the_recharge_gave(client, fake, admin, rule, payer):
+    # given a member with 50 yuan of her own and 30 yuan of gift money from elsewhere
+    token, _ = payer("quin", principal_fen=5_000, bonus_fen=3_000)
+    # and a recharge of 100 yuan with 10 yuan bonus
+    no = recharge(client, fake, token, rule["id"])
+    assert balance(client, token) == {
+        "principal_fen": 15_000,
+        "bonus_fen": 4_000,
+        "held_fen": 0,
+        "available_fen": 19_000,
+    }
+    # when the merchant refunds the recharge
+    asked = refund_recharge(admin, no)
+    # then exactly the recharge's 100 principal and 10 bonus are held, whatever the spending policy
+    # (proportional would have held 86.84 principal + 23.16 bonus, bonus first 80 + 30)
+    assert (asked["principal_fen"], asked["bonus_fen"], asked["cash_fen"]) == (10_000, 1_000, 10_000)
+    assert balance(client, token) == {
+        "principal_fen": 5_000,
+        "bonus_fen": 3_000,
+        "held_fen": 11_000,
+        "available_fen": 8_000,
+    }
+    # and WeChat's confirmation takes exactly those buckets: her own money is as it was
+    assert fake.notify_refund(asked["out_refund_no"], client).acknowledged
+    assert balance(client, token) == {"principal_fen": 5_000, "bonus_fen": 3_000, "held_fen": 0, "available_fen": 8_000}
+    assert_ledger_ok()
+
+
+def test_refused_recharge_refund_gives_the_exact_buckets_back(client, fake, admin, rule, payer):
+    # given the same member and recharge, and a refund WeChat then refuses
+    token, _ = payer("ruth", principal_fen=5_000, bonus_fen=3_000)
+    no = recharge(client, fake, token, rule["id"])
+    asked = refund_recharge(admin, no)
+    assert fake.notify_refund(asked["out_refund_no"], client, refund_status="CHANGE").acknowledged
+    # then every bucket is back as it was before the refund was asked
+    assert balance(client, token) == {
+        "principal_fen": 15_000,
+        "bonus_fen": 4_000,
+        "held_fen": 0,
+        "available_fen": 19_000,
+    }
+    assert_ledger_ok()
+
+
 def test_failed_recharge_refund_releases_the_hold_and_coupons_are_voided_on_success(client, fake, admin, payer):  # type: ignore[no-untyped-def]
     template = admin(
         "POST", "/admin/api/coupon-templates", {"name": "满100减10", "kind": "amount_off", "value": 1_000}, 201
