@@ -25,7 +25,6 @@ refund succeeds; used ones stay used. Points the recharge gave are NOT taken bac
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import current_app
@@ -41,8 +40,6 @@ from ..org import service as org
 from ..transaction import transactional
 from ..wechat import refunds as wechat_refunds
 from .models import Coupon, RechargeOrder
-
-log = logging.getLogger(__name__)
 
 OUT_REFUND_NO_PREFIX = "Q"
 POLICIES = ("deduct_spent_bonus", "refuse")
@@ -234,35 +231,22 @@ def settle_refund(refund_id: int, *, success: bool, wechat_refund_id: str = "", 
     return True
 
 
-def handle_refund_result(note: wechat_refunds.RefundNotification) -> Any:
-    from ..spending.refunds import NotifyOutcome, refund_mismatch
+def notified_refund(out_refund_no: str) -> Any:
+    """The record a refund notification (``spending.refunds.handle_refund_notification``) is checked
+    against: a ``NotifiedRefund``, or None for an unknown ``out_refund_no``."""
+    from ..spending.refunds import NotifiedRefund
 
     model = _models()
-    refund = db.session.scalars(
-        select(model).where(model.out_refund_no == note.info.get("out_refund_no", "")[:32])
-    ).first()
+    refund = db.session.scalars(select(model).where(model.out_refund_no == out_refund_no)).first()
     if refund is None:
-        db.session.rollback()
-        return NotifyOutcome(False, "退款单不存在")
+        return None
     order = db.session.get(RechargeOrder, refund.order_id)
     assert order is not None
-    problem = refund_mismatch(note, appid=order.appid, out_trade_no=order.out_trade_no, refund_fee=refund.cash_fen)
-    refund_id, status, known = refund.id, refund.status, refund.refund_id
-    db.session.rollback()
-    if problem:
-        log.warning("recharge refund notify %s refused: %s", refund_id, problem)
-        return NotifyOutcome(False, problem)
-    wechat_id = note.info.get("refund_id", "")
-    if status != "processing":
-        return NotifyOutcome(known == wechat_id or status == "failed")
-    success = note.info.get("refund_status") == "SUCCESS"
-    settle_refund(
-        refund_id,
-        success=success,
-        wechat_refund_id=wechat_id,
-        why=f"微信退款未成功（{note.info.get('refund_status')}）",
-    )
-    return NotifyOutcome(True)
+    return NotifiedRefund(refund.id, refund.status, refund.refund_id, order.appid, order.out_trade_no, refund.cash_fen)
+
+
+def settle_notified(refund_id: int, success: bool, wechat_refund_id: str, why: str) -> None:
+    settle_refund(refund_id, success=success, wechat_refund_id=wechat_refund_id, why=why)
 
 
 def refund_dict(refund: Any) -> dict[str, Any]:

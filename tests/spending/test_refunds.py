@@ -3,6 +3,8 @@ and refund-notify) and refunds of WeChat Pay recharges, through HTTP with the fa
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from sqlalchemy import select
 
@@ -242,4 +244,65 @@ def test_failed_recharge_refund_releases_the_hold_and_coupons_are_voided_on_succ
     assert refund_recharge(admin, no, status=409)["error"]["code"] == "recharge_already_refunded"
     db.session.rollback()
     assert {c.status for c in db.session.scalars(select(Coupon))} == {"unused"}
+    assert_ledger_ok()
+
+
+# ---------------------------------------------------------------------------------------------------
+# One refund-notify path for both kinds (order payments F..., recharges Q...)
+
+
+@pytest.fixture(params=["payment", "recharge"])
+def processing_refund(request, client, fake, admin, rule, payer):  # type: ignore[no-untyped-def]
+    """(kind, out_refund_no, token, balance once WeChat confirms, balance if it never does): a refund of
+    either kind waiting for WeChat's notification."""
+    token, _ = payer("tess")
+    if request.param == "payment":
+        no = pay(client, token, "SO-9", 2_000)["out_trade_no"]
+        assert fake.pay(no, client).acknowledged
+        asked = refund(admin, payment_id_of(admin, client, token, "SO-9"), 2_000, "rf-1")["refund"]
+        return request.param, asked["out_refund_no"], token, 0, 0
+    asked = refund_recharge(admin, recharge(client, fake, token, rule["id"]))
+    return request.param, asked["out_refund_no"], token, 0, 11_000
+
+
+def refund_status(kind: str, out_refund_no: str) -> str:
+    from mp_backend.spending.models import PaymentRefund, RechargeRefund
+
+    model = PaymentRefund if kind == "payment" else RechargeRefund
+    db.session.rollback()
+    return db.session.scalars(select(model.status).where(model.out_refund_no == out_refund_no)).one()
+
+
+def test_refund_notify_refuses_what_does_not_match_and_settles_once(client, fake, processing_refund):
+    kind, out_refund_no, token, after_success, _ = processing_refund
+    # a notification whose amount, order or refund number is not ours is refused and settles nothing
+    assert not fake.notify_refund(out_refund_no, client, refund_fee=1).acknowledged
+    assert not fake.notify_refund(out_refund_no, client, out_trade_no="someone-elses").acknowledged
+    ghost = copy.copy(fake.refunds[out_refund_no])  # the same refund at WeChat, under a number we never made
+    ghost.out_refund_no = out_refund_no[0] + "0" * 24
+    fake.refunds[ghost.out_refund_no] = ghost
+    assert not fake.notify_refund(ghost.out_refund_no, client).acknowledged
+    assert not fake.notify_refund(out_refund_no, client, refund_id="").acknowledged
+    assert refund_status(kind, out_refund_no) == "processing"
+    # the real one settles it; its replay is acknowledged and changes nothing
+    assert fake.notify_refund(out_refund_no, client).acknowledged
+    assert refund_status(kind, out_refund_no) == "success"
+    before = balance(client, token)
+    assert before["available_fen"] + before["held_fen"] == after_success
+    assert fake.notify_refund(out_refund_no, client).acknowledged
+    # a "replay" naming another WeChat refund id is not ours to acknowledge
+    assert not fake.notify_refund(out_refund_no, client, refund_id="50000000000000000000000000000001").acknowledged
+    assert balance(client, token) == before
+    assert_ledger_ok()
+
+
+def test_refund_notify_failure_settles_once_and_then_acknowledges(client, fake, processing_refund):
+    kind, out_refund_no, token, _, after_failure = processing_refund
+    assert fake.notify_refund(out_refund_no, client, refund_status="REFUNDCLOSE").acknowledged
+    assert refund_status(kind, out_refund_no) == "failed"
+    # WeChat's retries of a failed refund are acknowledged and change nothing
+    assert fake.notify_refund(out_refund_no, client, refund_status="REFUNDCLOSE").acknowledged
+    assert fake.notify_refund(out_refund_no, client).acknowledged
+    assert refund_status(kind, out_refund_no) == "failed"
+    assert balance(client, token)["available_fen"] == after_failure
     assert_ledger_ok()
