@@ -1,5 +1,6 @@
-"""The same payment request sent by 8 worker processes at once (each its own app and connection, as
-gunicorn runs them): one payment, one debit, every copy answered with it. MariaDB only."""
+"""Requests sent by 8 worker processes at once (each its own app and connection, as gunicorn runs them).
+MariaDB only. The same payment request: one payment, one debit, every copy answered with it. A recharge
+refund racing payments: it goes through and holds exactly the buckets it records."""
 
 from __future__ import annotations
 
@@ -19,42 +20,8 @@ pytestmark = [
 COPIES = 8
 
 
-def _send(database_url: str, overrides: dict[str, Any], token: str, body: dict, barrier: Any, results: Any) -> None:
-    from mp_backend import create_app
-
-    app = create_app(make_config(database_url, WECHAT_SANDBOX=False, **overrides))
-    client = app.test_client()
-    barrier.wait(timeout=60)
-    response = client.post("/api/payments", json=body, headers={"Authorization": f"Bearer {token}"})
-    results.put((response.status_code, response.get_json()))
-
-
-def test_eight_processes_send_one_payment_request(client, fake, payer, database_url):
-    token, _ = payer("racer", principal_fen=10_000)
-    body = {"order_no": "SO-RACE", "amount_fen": 3_000, "pay_password": PASSWORD, "request_id": "race-1"}
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(COPIES), context.Queue()
-    overrides = {"PUBLIC_BASE_URL": "https://member.example.com", **fake.config()}
-    workers = [
-        context.Process(target=_send, args=(database_url, overrides, token, body, barrier, results))
-        for _ in range(COPIES)
-    ]
-    for worker in workers:
-        worker.start()
-    answers = [results.get(timeout=120) for _ in range(COPIES)]
-    for worker in workers:
-        worker.join(timeout=30)
-        assert worker.exitcode == 0
-    odd = [(status, body) for status, body in answers if status != 201 or body["status"] != "paid"]
-    assert odd == []
-    assert sum(not body["replayed"] for _, body in answers) == 1
-    assert balance(client, token)["available_fen"] == 7_000
-    assert count_rows("order_payment") == 1 and count_rows("ledger_entry") == 2
-    assert_ledger_ok()
-
-
 def _request(database_url: str, overrides: dict[str, Any], call: tuple, barrier: Any, results: Any) -> None:
-    """One worker process: a member's payment or the merchant's recharge refund, at the barrier."""
+    """One worker process (its own app and connection): one request, sent at the barrier."""
     from mp_backend import create_app
 
     method, path, body, token = call
@@ -63,6 +30,36 @@ def _request(database_url: str, overrides: dict[str, Any], call: tuple, barrier:
     barrier.wait(timeout=60)
     response = client.open(path, method=method, json=body, headers={"Authorization": f"Bearer {token}"})
     results.put((path, response.status_code, response.get_json()))
+
+
+def race(database_url: str, fake: Any, calls: list[tuple]) -> list[tuple[str, int, Any]]:
+    """Send each (method, path, body, token) from a process of its own, all at once; (path, status, body)."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(len(calls)), context.Queue()
+    overrides = {"PUBLIC_BASE_URL": "https://member.example.com", **fake.config()}
+    workers = [context.Process(target=_request, args=(database_url, overrides, c, barrier, results)) for c in calls]
+    for worker in workers:
+        worker.start()
+    answers = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    return answers
+
+
+def test_eight_processes_send_one_payment_request(client, fake, payer, database_url):
+    token, _ = payer("racer", principal_fen=10_000)
+    body = {"order_no": "SO-RACE", "amount_fen": 3_000, "pay_password": PASSWORD, "request_id": "race-1"}
+    answers = [
+        (status, answer)
+        for _, status, answer in race(database_url, fake, [("POST", "/api/payments", body, token)] * COPIES)
+    ]
+    odd = [(status, body) for status, body in answers if status != 201 or body["status"] != "paid"]
+    assert odd == []
+    assert sum(not body["replayed"] for _, body in answers) == 1
+    assert balance(client, token)["available_fen"] == 7_000
+    assert count_rows("order_payment") == 1 and count_rows("ledger_entry") == 2
+    assert_ledger_ok()
 
 
 def test_recharge_refund_racing_payments_holds_exactly_what_it_records(
@@ -86,16 +83,7 @@ def test_recharge_refund_racing_payments_holds_exactly_what_it_records(
         )  # fmt: skip
         for i in range(COPIES - 1)
     ]
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(COPIES), context.Queue()
-    overrides = {"PUBLIC_BASE_URL": "https://member.example.com", **fake.config()}
-    workers = [context.Process(target=_request, args=(database_url, overrides, c, barrier, results)) for c in calls]
-    for worker in workers:
-        worker.start()
-    answers = [results.get(timeout=120) for _ in range(COPIES)]
-    for worker in workers:
-        worker.join(timeout=30)
-        assert worker.exitcode == 0
+    answers = race(database_url, fake, calls)
     # then the refund went through (its amounts are decided on the locked wallet, so a payment in
     # between can never make its hold fail)
     [(refund_status, refund)] = [(status, body) for path, status, body in answers if "recharge-orders" in path]
