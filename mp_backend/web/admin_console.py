@@ -61,10 +61,16 @@ def _staff_first() -> None:
         current_staff()
 
 
-def _errors(view, statuses=(400, 401, 403, 404, 422)):  # type: ignore[no-untyped-def]
+def _errors(view, statuses=(400, 401, 403, 404)):  # type: ignore[no-untyped-def]
     for status in statuses:
         view = blp.alt_response(status, schema=Error)(view)
     return blp.doc(security=STAFF)(view)
+
+
+def _range_errors(view):  # type: ignore[no-untyped-def]
+    """Also 422: a refusal of what the request asks for, not of its shape (that is 400)."""
+    view = blp.alt_response(422, schema=Error, description="invalid_range (or, for exports, export_too_large)")(view)
+    return _errors(view)
 
 
 def _paged(items: list[dict[str, Any]], total: int, query: dict) -> dict[str, Any]:
@@ -115,7 +121,7 @@ def overview_daily(query: dict) -> dict:
 @blp.route("/overview/by-source", methods=["GET"])
 @blp.arguments(BySourceIn, location="query")
 @blp.response(200, Items)
-@_errors
+@_range_errors
 def overview_by_source(query: dict) -> dict:
     """Paid recharge orders per source tag (``src``), by payment time."""
     items = overview.by_source(
@@ -145,7 +151,7 @@ def _payment_filter(query: dict) -> lists.PaymentFilter:
 @blp.route("/payments", methods=["GET"])
 @blp.arguments(PaymentsIn, location="query")
 @blp.response(200, PagedItems)
-@_errors
+@_range_errors
 def payments_list(query: dict) -> dict:
     """Members' balance payments (``source: order``, open with GET /payments/<id>) and the till's charges
     and holds (``source: till``, ``charge_id``), newest first, in the staff member's stores."""
@@ -180,7 +186,7 @@ def _member(member_id: int) -> Member:
 @blp.route("/members/<id:member_id>/ledger", methods=["GET"])
 @blp.arguments(MemberLedgerIn, location="query")
 @blp.response(200, PagedItems)
-@_errors
+@_range_errors
 def member_ledger(query: dict, member_id: int) -> dict:
     """The member's ledger entries, newest first (store staff: the entries of their stores)."""
     staff = scopes.viewer(current_staff().id)
@@ -309,7 +315,7 @@ def staff_update(body: dict, staff_id: int) -> dict:
 @blp.route("/audit", methods=["GET"])
 @blp.arguments(AuditIn, location="query")
 @blp.response(200, PagedItems)
-@_errors
+@_range_errors
 def audit_log(query: dict) -> dict:
     """Who did what sensitive thing and why: by text (subject or reason), staff, action, time."""
     manage.list_staff(current_staff().id)  # HQ only, the same check
@@ -328,7 +334,7 @@ def audit_log(query: dict) -> dict:
 @blp.route("/exports", methods=["POST"])
 @blp.arguments(ExportIn)
 @blp.response(202, ExportOut)
-@_errors
+@_range_errors
 def export_start(body: dict) -> dict:
     """Export a filtered list to .xlsx (a job; poll its progress). Bounded to the staff member's stores
     and to EXPORT_MAX_ROWS rows (clerks: EXPORT_MAX_ROWS_CLERK): more is 422 ``export_too_large``."""
