@@ -2,7 +2,7 @@
 
 from rq import cron
 
-from jobs import maintenance, points, recharge, spending
+from jobs import maintenance, points, recharge, reports, spending
 
 cron.register(maintenance.check_ledger, "default", cron="30 3 * * *", name="nightly ledger check")
 cron.register(recharge.reconcile_pending_orders, "default", cron="* * * * *", name="recharge orderquery")
@@ -10,3 +10,5 @@ cron.register(spending.reconcile_pending_payments, "default", cron="* * * * *", 
 # 00:10 UTC+8 by default (rq cron reads the host's clock: set it to the merchant's zone)
 cron.register(points.daily, "default", cron="10 0 * * *", name="points expiry and reminders")
 cron.register(points.evaluate_levels, "default", cron="40 2 * * *", name="nightly level re-evaluation")
+# the report summaries: ledger rows above the watermark folded in (README "Console API")
+cron.register(reports.fold_ledger, "default", cron="* * * * *", name="report summaries")

@@ -30,6 +30,8 @@ MODEL_MODULES = (
     "spending.paycode",
     "spending.till",
     "spending.models",
+    "org.sessions",
+    "reports.models",
 )
 
 

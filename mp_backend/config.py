@@ -91,6 +91,12 @@ class Config:
         # WeChat allows 20 forced access-token refreshes per app and day; keep most of them for people.
         self.WECHAT_FORCED_REFRESH_DAILY_CAP = _env_int("WECHAT_FORCED_REFRESH_DAILY_CAP", 10)
         self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
+        # Console exports (README "Console API"): where the .xlsx files go, and how many rows one may have.
+        self.EXPORT_DIR = env.get("EXPORT_DIR") or str(INSTANCE / "exports")
+        self.EXPORT_MAX_ROWS = _env_int("EXPORT_MAX_ROWS", 1_000_000)
+        self.EXPORT_MAX_ROWS_CLERK = _env_int("EXPORT_MAX_ROWS_CLERK", 100_000)
+        # The report job folds past a gap in the ledger's ids once the row after it is this old.
+        self.REPORTS_GAP_GRACE_SECONDS = _env_int("REPORTS_GAP_GRACE_SECONDS", 60)
         # flask-smorest / OpenAPI
         self.API_TITLE = "Member stored-value backend"
         self.API_VERSION = "1"

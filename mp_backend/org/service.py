@@ -145,12 +145,25 @@ def authenticate(username: str, password: str) -> str:
         ok = False
     if not ok or staff is None:
         raise Unauthorized("用户名或密码错误", code="invalid_credentials")
-    return tokens.issue("staff", {"staff_id": staff.id})
+    from .sessions import new_jti
+
+    return tokens.issue("staff", {"staff_id": staff.id, "jti": new_jti()})
+
+
+def staff_token_payload(token: str) -> dict:
+    """A console token's payload: signed, not expired, not logged out."""
+    from .sessions import is_revoked
+
+    payload = tokens.verify("staff", token, current_app.config["STAFF_TOKEN_MAX_AGE"])
+    if is_revoked(payload.get("jti")):
+        raise Unauthorized("已退出登录，请重新登录", code="token_revoked")
+    return payload
 
 
 def staff_from_token(token: str) -> Staff:
-    payload = tokens.verify("staff", token, current_app.config["STAFF_TOKEN_MAX_AGE"])
-    staff = db.session.get(Staff, payload.get("staff_id"))
+    payload = staff_token_payload(token)
+    staff_id = payload.get("staff_id")
+    staff = db.session.get(Staff, staff_id) if type(staff_id) is int and 1 <= staff_id <= 2**31 - 1 else None
     if staff is None or not staff.active:
         raise Unauthorized("账号不存在或已停用", code="token_invalid")
     return staff

@@ -13,12 +13,12 @@ from typing import Any
 
 from sqlalchemy import and_, func, select, true
 
-from ..errors import ValidationFailed
+from ..errors import Forbidden, ValidationFailed
 from ..extensions import db
 from ..ledger.models import ENTRY_KINDS, LedgerEntry
 from ..members.models import Member
 from ..org import service as org
-from ..org.models import Store
+from ..org.models import Staff, Store
 from ..recharge.service import require_viewer
 from .words import china_time, kind_words, signed_yuan
 
@@ -72,12 +72,15 @@ def entry_dict(row: Any, *, admin: bool = False) -> dict[str, Any]:
     return body
 
 
-def _page(where: Any, page: int, per_page: int) -> tuple[list[Any], int]:
+def _page(where: Any, page: int, per_page: int, *, cap: int | None = None) -> tuple[list[Any], int]:
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise ValidationFailed(f"每页条数须在 1-{MAX_PER_PAGE} 之间", code="invalid_per_page")
     if page < 1:
         raise ValidationFailed("页码须从 1 开始", code="invalid_page")
-    total = int(db.session.scalar(select(func.count()).select_from(LedgerEntry).where(where)) or 0)
+    if cap is None:
+        total = int(db.session.scalar(select(func.count()).select_from(LedgerEntry).where(where)) or 0)
+    else:
+        total = count_capped(select(LedgerEntry.id).where(where), cap)
     rows = db.session.execute(
         select(*_COLUMNS)
         .outerjoin(Store, Store.id == LedgerEntry.store_id)
@@ -87,6 +90,17 @@ def _page(where: Any, page: int, per_page: int) -> tuple[list[Any], int]:
         .limit(per_page)
     ).all()
     return list(rows), total
+
+
+# A list's total is counted up to this many rows, no further: counting a million rows for a page of 20
+# would cost more than the page. Beyond it the answer says ``total_capped`` (the console shows "10,000+").
+TOTAL_CAP = 10_000
+
+
+def count_capped(query: Any, cap: int = TOTAL_CAP) -> int:
+    """The rows ``query`` selects, counted up to ``cap + 1`` (more than ``cap`` means "over the cap")."""
+    limited = query.limit(cap + 1).subquery()
+    return int(db.session.scalar(select(func.count()).select_from(limited)) or 0)
 
 
 def member_entries(member_id: int, *, page: int = 1, per_page: int = 20) -> tuple[list[Any], int]:
@@ -109,12 +123,21 @@ class EntryFilter:
 def merchant_entries(staff_id: int, f: EntryFilter, *, page: int = 1, per_page: int = 50) -> tuple[list[Any], int]:
     """Entries the staff member may see (their stores' only, for store and region staff), filtered."""
     staff = require_viewer(staff_id)
+    return _page(and_(true(), *entry_conditions(staff, f)), page, per_page, cap=TOTAL_CAP)
+
+
+def entry_conditions(staff: Staff, f: EntryFilter) -> list[Any]:
+    """The WHERE of a merchant's ledger list (and its export): scope first, then the filters. A store
+    filter outside the staff member's stores is refused (403), not answered with an empty page."""
     conditions: list[Any] = []
     scope = org.store_ids_in_scope(staff)
     if scope is not None:
         conditions.append(LedgerEntry.store_id.in_(scope))
     if f.store_code:
-        conditions.append(LedgerEntry.store_id == org.store_by_code(f.store_code).id)
+        store = org.store_by_code(f.store_code)
+        if scope is not None and store.id not in scope:
+            raise Forbidden("不能查看其他门店的数据", code="store_out_of_scope")
+        conditions.append(LedgerEntry.store_id == store.id)
     if f.operator:
         conditions.append(LedgerEntry.operator == f.operator)
     if f.kind:
@@ -134,4 +157,7 @@ def merchant_entries(staff_id: int, f: EntryFilter, *, page: int = 1, per_page: 
             select(Member.id).where((Member.card_no == f.member) | (Member.phone == f.member))
         ).all()
         conditions.append(LedgerEntry.member_id.in_(found or [0]))
-    return _page(and_(true(), *conditions), page, per_page)
+    return conditions
+
+
+ENTRY_COLUMNS = _COLUMNS

@@ -39,7 +39,10 @@ def login(body: dict) -> dict:
 @blp.alt_response(401, schema=Error)
 @blp.doc(security=STAFF)
 def me():  # type: ignore[no-untyped-def]
-    return current_staff()
+    """The staff member: role, the stores they see (``stores``), their region and permissions."""
+    from ..org.manage import staff_dict
+
+    return staff_dict(current_staff())
 
 
 @blp.route("/members/<id:member_id>", methods=["GET"])
@@ -115,3 +118,4 @@ from . import admin_recharge  # noqa: E402,F401,I001  (recharge routes on this b
 from . import admin_payments  # noqa: E402,F401,I001  (payment and refund routes on this blueprint)
 from . import admin_ops  # noqa: E402,F401,I001  (offline and batch recharges, ledger records)
 from . import admin_points  # noqa: E402,F401,I001  (card types, levels, points)
+from . import admin_console  # noqa: E402,F401,I001  (overview, lists, staff and stores, audit, exports)

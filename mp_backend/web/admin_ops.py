@@ -96,7 +96,8 @@ def ledger_records(query: dict) -> dict:
     )
     return {
         "items": [records.entry_dict(row, admin=True) for row in rows],
-        "total": total,
+        "total": min(total, records.TOTAL_CAP),
+        "total_capped": total > records.TOTAL_CAP,
         "page": page,
         "per_page": per_page,
     }

@@ -28,10 +28,16 @@ def _errors(view):  # type: ignore[no-untyped-def]
 @_errors
 def payment(payment_id: int) -> dict:
     """One order payment (anyone who may view records)."""
+    from ..errors import NotFound
+    from ..org.service import store_ids_in_scope
     from ..recharge.service import require_viewer
 
-    require_viewer(current_staff().id)
-    return payments.payment_dict(payments.get_payment_by_id(payment_id), admin=True)
+    staff = require_viewer(current_staff().id)
+    found = payments.get_payment_by_id(payment_id)
+    scope = store_ids_in_scope(staff)
+    if scope is not None and found.store_id not in scope:  # another store's payment: not there, for them
+        raise NotFound("支付记录不存在", code="payment_not_found")
+    return payments.payment_dict(found, admin=True)
 
 
 @blp.route("/payments/<id:payment_id>/refunds", methods=["POST"])

@@ -8,6 +8,7 @@ from flask import Response, current_app
 from ..recharge import qr
 from ..recharge import service as recharge
 from ..recharge.models import RechargeAnomaly
+from ..records.service import TOTAL_CAP
 from .admin import STAFF, blp
 from .auth import current_staff
 from .recharge_schemas import (
@@ -52,7 +53,13 @@ def _naive(value):  # type: ignore[no-untyped-def]
 
 
 def _times(query: dict) -> dict:
-    return {k: _naive(v) if k.endswith(("_from", "_to")) else v for k, v in query.items() if v is not None}
+    """Naive UTC times; a ``*_from`` after its ``*_to``, or more than 366 days apart, is 422 invalid_range."""
+    from ..reports.ranges import check_range
+
+    times = {k: _naive(v) if k.endswith(("_from", "_to")) else v for k, v in query.items() if v is not None}
+    for prefix in ("created", "paid"):
+        check_range(times.get(f"{prefix}_from"), times.get(f"{prefix}_to"))
+    return times
 
 
 def _rule_fields(body: dict) -> dict:
@@ -160,7 +167,8 @@ def orders_list(query: dict) -> dict:
     )
     return {
         "items": [recharge.order_dict(o, admin=True) for o in orders],
-        "total": total,
+        "total": min(total, TOTAL_CAP),
+        "total_capped": total > TOTAL_CAP,
         "page": page,
         "per_page": per_page,
     }

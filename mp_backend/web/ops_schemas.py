@@ -117,6 +117,7 @@ class EntrySchema(Schema):
 class EntryList(Schema):
     items = fields.List(fields.Nested(EntrySchema), required=True)
     total = fields.Integer()
+    total_capped = fields.Boolean(metadata={"description": "more rows than the total says (counted up to 10,000)"})
     page = fields.Integer()
     per_page = fields.Integer()
 

@@ -140,6 +140,7 @@ class StatsQuery(OrdersQuery):
 class OrderList(Schema):
     items = fields.List(fields.Nested(OrderSchema), required=True)
     total = fields.Integer()
+    total_capped = fields.Boolean(metadata={"description": "more rows than the total says (counted up to 10,000)"})
     page = fields.Integer()
     per_page = fields.Integer()
 

@@ -105,6 +105,13 @@ class StaffSchema(Schema):
     role = fields.String()
     store_id = fields.Integer(allow_none=True)
     region_id = fields.Integer(allow_none=True)
+    active = fields.Boolean()
+    store_code = fields.String(allow_none=True)
+    region = fields.Dict(allow_none=True, metadata={"description": "{id, code, name} or null"})
+    all_stores = fields.Boolean(metadata={"description": "HQ: every store"})
+    stores = fields.List(fields.Dict(), metadata={"description": "[{id, code, name}] the stores in scope"})
+    permissions = fields.List(fields.String())
+    created_at = fields.String()
 
 
 def store_id_field() -> fields.Integer:

@@ -136,7 +136,9 @@ def test_records_for_members_and_the_merchant_filtered_and_scoped(app, client, s
     clerk = bearer(login(client, "sh01c"))
     assert ledger_query("per_page=100", clerk)["total"] == 4
     assert {i["store_code"] for i in ledger_query("per_page=100", clerk)["items"]} == {"sh01"}
-    assert ledger_query("store=bj01", clerk)["total"] == 0
+    # and a filter naming another store is refused, not answered with an empty page (issue 15)
+    refused = client.get("/admin/api/ledger?store=bj01", headers=clerk)
+    assert refused.status_code == 403 and error_of(refused)["code"] == "store_out_of_scope"
     response = client.get("/admin/api/ledger?per_page=500", headers=admin)
     assert response.status_code == 400 and error_of(response)["code"] == "invalid_request"
     assert count_rows("ledger_entry") == 6

@@ -118,7 +118,9 @@ def test_invalid_input_is_documented_with_the_status_the_server_answers(client, 
     for key, op in operations(spec).items():
         if "requestBody" in op:
             statuses = set(op["responses"])
-            if "400" not in statuses or "422" in statuses:
+            # a 422 documented as a refusal of what was asked (a range, an export's size) is not validation's
+            generic_422 = "422" in statuses and "invalid_range" not in op["responses"]["422"].get("description", "")
+            if "400" not in statuses or generic_422:
                 wrong[f"{key[0].upper()} {key[1]}"] = sorted(statuses)
     assert wrong == {}
 
