@@ -134,6 +134,7 @@ def seed(url: str, members: int, lots: int, now: datetime) -> None:
     )
     # The baseline's own copies of the same rows: plain tables, no triggers or foreign keys.
     cur.execute("CREATE TABLE bare_lot AS SELECT id, member_id, remaining, expires_at FROM points_lot")
+    cur.execute("CREATE UNIQUE INDEX ix_bare_lot_id ON bare_lot (id)")
     cur.execute("CREATE INDEX ix_bare_lot_expires_at_id ON bare_lot (expires_at, id)")
     cur.execute("CREATE INDEX ix_bare_lot_member_id_expires_at ON bare_lot (member_id, expires_at)")
     id_type = "BIGINT AUTO_INCREMENT" if p == "%s" else "INTEGER"
@@ -206,7 +207,9 @@ def bare_side(url: str, now: datetime, batch: int, total_lots: int) -> dict[str,
         due = [r for r in rows if r[2] > 0]
         if due:
             marks = ", ".join([p] * len(due))
-            cur.execute(f"UPDATE bare_lot SET remaining = 0 WHERE id IN ({marks}) AND remaining > 0", [r[0] for r in due])
+            cur.execute(
+                f"UPDATE bare_lot SET remaining = 0 WHERE id IN ({marks}) AND remaining > 0", [r[0] for r in due]
+            )
             cur.executemany(
                 f"INSERT INTO bare_entry (member_id, kind, delta, balance_after, lot_id, idempotency_key, created_at) "
                 f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
@@ -289,7 +292,9 @@ def verify(url: str, redis_url: str, members: int, lots: int, job: dict[str, Any
     with app.app_context():
         entry_t, lot_t = points.entry_t, points.lot_t
         expires = db.session.scalar(select(func.count()).where(entry_t.c.kind == "expire"))
-        distinct = db.session.scalar(select(func.count(func.distinct(entry_t.c.lot_id))).where(entry_t.c.kind == "expire"))
+        distinct = db.session.scalar(
+            select(func.count(func.distinct(entry_t.c.lot_id))).where(entry_t.c.kind == "expire")
+        )
         left = db.session.scalar(select(func.count()).where(lot_t.c.id <= lots, lot_t.c.remaining > 0))
         if not (expires == distinct == lots == job["expired"]) or left:
             problems.append(f"expiry: {expires} expire entries on {distinct} lots for {lots} lots, {left} not expired")

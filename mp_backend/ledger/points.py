@@ -394,9 +394,7 @@ def expire_batch(now: datetime, cursor: ExpiryCursor, limit: int = 1000) -> tupl
             ).where(lot_t.c.id.in_(due), lot_t.c.remaining > 0),
         )
     ).rowcount
-    changed = conn.execute(
-        update(lot_t).where(lot_t.c.id.in_(due), lot_t.c.remaining > 0).values(remaining=0)
-    ).rowcount
+    changed = conn.execute(update(lot_t).where(lot_t.c.id.in_(due), lot_t.c.remaining > 0).values(remaining=0)).rowcount
     if changed != written:  # someone changed a lot without its wallet lock: never leave them apart
         raise RetryTransaction()
     return len(batch), changed, after_cursor

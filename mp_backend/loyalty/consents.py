@@ -24,7 +24,10 @@ MAX_PER_REPORT = 3  # wx.requestSubscribeMessage asks for at most 3 templates at
 
 def known_templates() -> dict[str, str]:
     """The subscribe templates the merchant configured: template id -> what it is for."""
-    found = {reminders.subscribe_template_id("expiry"): "expiry", reminders.subscribe_template_id("birthday"): "birthday"}
+    found = {
+        reminders.subscribe_template_id("expiry"): "expiry",
+        reminders.subscribe_template_id("birthday"): "birthday",
+    }
     return {template: kind for template, kind in found.items() if template}
 
 
@@ -41,7 +44,8 @@ def record(member_id: int, accepted: list[str]) -> list[dict[str, Any]]:
         raise ValidationFailed(f"不是本商户的订阅消息模板：{unknown[0][:64]}", code="unknown_template")
     openid = db.session.scalar(
         select(MemberOpenid.openid).where(
-            MemberOpenid.member_id == member_id, MemberOpenid.appid == (current_app.config.get("WECHAT_WXA_APPID") or "")
+            MemberOpenid.member_id == member_id,
+            MemberOpenid.appid == (current_app.config.get("WECHAT_WXA_APPID") or ""),
         )
     )
     if not openid:

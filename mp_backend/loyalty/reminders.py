@@ -131,10 +131,7 @@ def plan(*, now: datetime | None = None, batch_size: int | None = None) -> int:
                 wanted[k] = wanted.get(k, 0) + int(remaining)
         if wanted:
             added += _insert(
-                [
-                    _row(m, "expiry", d, o, p, f"ptsr-{m}-{d:%Y%m%d}-{o}", now)
-                    for (m, d, o), p in wanted.items()
-                ],
+                [_row(m, "expiry", d, o, p, f"ptsr-{m}-{d:%Y%m%d}-{o}", now) for (m, d, o), p in wanted.items()],
                 now,
             )
         last_member += batch_size
@@ -164,7 +161,9 @@ def _insert(wanted: list[dict[str, Any]], now: datetime) -> int:
     # so looking the ids up on their UNIQUE index finds what an earlier run logged.
     seen = set(
         db.session.scalars(
-            select(reminder_t.c.client_msg_id).where(reminder_t.c.client_msg_id.in_([r["client_msg_id"] for r in wanted]))
+            select(reminder_t.c.client_msg_id).where(
+                reminder_t.c.client_msg_id.in_([r["client_msg_id"] for r in wanted])
+            )
         )
     )
     fresh = [row for row in wanted if row["client_msg_id"] not in seen]
@@ -304,12 +303,13 @@ def plan_birthdays(*, now: datetime | None = None, batch_size: int | None = None
         for member_id in members:
             if gift:
                 points.award_points(
-                    member_id, gift, key=f"birthday:{member_id}:{today.year}", source="birthday",
+                    member_id,
+                    gift,
+                    key=f"birthday:{member_id}:{today.year}",
+                    source="birthday",
                     reference=f"birthday {today.year}",
                 )
-        added += _insert(
-            [_row(m, "birthday", today, 0, gift, f"bday-{m}-{today.year}", now) for m in members], now
-        )
+        added += _insert([_row(m, "birthday", today, 0, gift, f"bday-{m}-{today.year}", now) for m in members], now)
         after = members[-1]
 
 
@@ -345,8 +345,9 @@ def _claim(reminder_id: int, now: datetime) -> dict[str, Any] | str:
     consent = _take_consent(row, now) if row.status != "sending" else None
     values: dict[str, Any] = {"attempts": row.attempts + 1, "claimed_at": now}
     if consent is not None:
-        values.update(status="sending", detail="", channel="wxa", openid=consent["openid"],
-                      template_id=consent["template_id"])
+        values.update(
+            status="sending", detail="", channel="wxa", openid=consent["openid"], template_id=consent["template_id"]
+        )
         db.session.execute(update(reminder_t).where(reminder_t.c.id == reminder_id).values(**values))
         return {**consent, "channel": "wxa", "data": subscribe_message(row, now)}
     target = _mp_target(row)
@@ -457,7 +458,10 @@ def send(reminder_id: int, *, now: datetime | None = None) -> str:
         else:
             url = f"{current_app.config['PUBLIC_BASE_URL']}/static/member.html#points"
             result = send_template(
-                claimed["openid"], claimed["template_id"], claimed["data"], url=url,
+                claimed["openid"],
+                claimed["template_id"],
+                claimed["data"],
+                url=url,
                 client_msg_id=claimed["client_msg_id"],
             )
     except WeChatClientException as error:

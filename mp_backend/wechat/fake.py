@@ -585,8 +585,10 @@ class FakeWeChat:
         if not template:
             return self._error(40037, "invalid template id")
         data = payload.get("data")
-        if not isinstance(data, dict) or not data or not all(
-            isinstance(v, dict) and isinstance(v.get("value"), str) for v in data.values()
+        if (
+            not isinstance(data, dict)
+            or not data
+            or not all(isinstance(v, dict) and isinstance(v.get("value"), str) for v in data.values())
         ):
             return self._error(47003, "argument invalid! data.value is empty or invalid")
         with self._lock:
