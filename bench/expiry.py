@@ -8,7 +8,8 @@ an official-account openid and one lot that expires in 10 days (so each is due o
 and ``--lots`` lots that expired during the last 30 days (10 points each, spread over the members and
 the days, so each batch of the job touches as many members as it has lots), every lot with its
 ``award`` entry, as the app writes them. The same lots are copied into plain tables (``bare_lot``,
-``bare_entry``, ``bare_reminder``: no triggers, no foreign keys) for the baseline.
+``bare_entry``, ``bare_reminder``: on MariaDB tables ``LIKE`` the app's, with the same indexes,
+CHECKs and foreign keys, no triggers) for the baseline.
 
 Two worker processes (spawned, one at a time, each with its own connections and its own peak memory):
 
@@ -43,6 +44,7 @@ import resource
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -132,22 +134,37 @@ def seed(url: str, members: int, lots: int, now: datetime) -> None:
         f"INSERT INTO points_entry (member_id, kind, delta, balance_after, lot_id, idempotency_key, created_at) "
         f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
     )
-    # The baseline's own copies of the same rows: plain tables, no triggers or foreign keys.
-    cur.execute("CREATE TABLE bare_lot AS SELECT id, member_id, remaining, expires_at FROM points_lot")
-    cur.execute("CREATE UNIQUE INDEX ix_bare_lot_id ON bare_lot (id)")
-    cur.execute("CREATE INDEX ix_bare_lot_expires_at_id ON bare_lot (expires_at, id)")
-    cur.execute("CREATE INDEX ix_bare_lot_member_id_expires_at ON bare_lot (member_id, expires_at)")
-    id_type = "BIGINT AUTO_INCREMENT" if p == "%s" else "INTEGER"
-    cur.execute(
-        f"CREATE TABLE bare_entry (id {id_type} PRIMARY KEY, member_id INTEGER NOT NULL, kind VARCHAR(12) NOT NULL, "
-        "delta BIGINT NOT NULL, balance_after BIGINT NOT NULL, lot_id BIGINT, idempotency_key VARCHAR(128) NOT NULL "
-        "UNIQUE, created_at DATETIME NOT NULL)"
-    )
-    cur.execute(
-        f"CREATE TABLE bare_reminder (id {id_type} PRIMARY KEY, member_id INTEGER NOT NULL, expiry_date DATE NOT NULL, "
-        "offset_days INTEGER NOT NULL, points BIGINT NOT NULL, status VARCHAR(10) NOT NULL, client_msg_id VARCHAR(64) "
-        "NOT NULL UNIQUE, created_at DATETIME NOT NULL, UNIQUE (member_id, expiry_date, offset_days))"
-    )
+    # The baseline's own copies of the same rows. On MariaDB/MySQL, tables LIKE the app's (the same
+    # columns, indexes and CHECKs) with the same foreign keys, so that both sides pay for the same schema
+    # (no triggers: those refuse UPDATE and DELETE only); on SQLite, plain tables.
+    if p == "%s":
+        cur.execute("CREATE TABLE bare_lot LIKE points_lot")
+        cur.execute("INSERT INTO bare_lot SELECT * FROM points_lot")
+        cur.execute("CREATE TABLE bare_entry LIKE points_entry")
+        cur.execute(
+            "ALTER TABLE bare_entry ADD FOREIGN KEY (member_id) REFERENCES member (id), "
+            "ADD FOREIGN KEY (lot_id) REFERENCES bare_lot (id)"
+        )
+        cur.execute("CREATE TABLE bare_reminder LIKE points_reminder")
+        cur.execute("ALTER TABLE bare_reminder ADD FOREIGN KEY (member_id) REFERENCES member (id)")
+    else:
+        cur.execute("CREATE TABLE bare_lot AS SELECT id, member_id, remaining, expires_at FROM points_lot")
+        cur.execute("CREATE UNIQUE INDEX ix_bare_lot_id ON bare_lot (id)")
+        cur.execute("CREATE INDEX ix_bare_lot_expires_at_id ON bare_lot (expires_at, id)")
+        cur.execute("CREATE INDEX ix_bare_lot_member_id_expires_at ON bare_lot (member_id, expires_at)")
+        cur.execute(
+            "CREATE TABLE bare_entry (id INTEGER PRIMARY KEY, member_id INTEGER NOT NULL, kind VARCHAR(12) NOT NULL, "
+            "delta BIGINT NOT NULL, balance_after BIGINT NOT NULL, lot_id BIGINT, idempotency_key VARCHAR(128) "
+            "NOT NULL UNIQUE, created_at DATETIME NOT NULL)"
+        )
+        cur.execute(
+            "CREATE TABLE bare_reminder (id INTEGER PRIMARY KEY, member_id INTEGER NOT NULL, "
+            "kind VARCHAR(10) NOT NULL, expiry_date DATE NOT NULL, offset_days INTEGER NOT NULL, "
+            "points BIGINT NOT NULL, status VARCHAR(10) NOT NULL, client_msg_id VARCHAR(64) NOT NULL UNIQUE, "
+            "channel VARCHAR(4) NOT NULL, attempts INTEGER NOT NULL, detail VARCHAR(255) NOT NULL, "
+            "created_at DATETIME NOT NULL, "
+            "UNIQUE (member_id, kind, expiry_date, offset_days))"
+        )
     conn.commit()
     conn.close()
 
@@ -156,129 +173,194 @@ def seed(url: str, members: int, lots: int, now: datetime) -> None:
 # The two sides (each in its own spawned process)
 
 
-def job_side(url: str, redis_url: str, now: datetime, batch: int, total_lots: int) -> dict[str, Any]:
-    from rq import Queue
+class JobSide:
+    """The daily job's own functions, in one long-lived app context."""
 
-    from mp_backend.extensions import jobs
-    from mp_backend.loyalty import reminders
-    from mp_backend.loyalty import service as loyalty
-
-    app = make_app(url)
-    with app.app_context():
+    def __init__(self, url: str, redis_url: str, now: datetime, batch: int) -> None:
         from redis import Redis
+        from rq import Queue
 
+        from mp_backend.extensions import jobs
+
+        self.app = make_app(url)
+        self.context = self.app.app_context()
+        self.context.push()
         jobs.redis = Redis.from_url(redis_url)
         jobs.queue = Queue(QUEUE, connection=jobs.redis)
-        out: dict[str, Any] = {"rss_start": peak_mib()}
-        started, expired = time.perf_counter(), 0
-        checkpoint_batches = max(1, CHECKPOINT // batch)
-        while True:
-            done = loyalty.expire_due(now=now, batch_size=batch, max_batches=checkpoint_batches)
-            expired += done
-            if "rss_100k" not in out and expired >= min(CHECKPOINT, total_lots):
-                out["rss_100k"], out["t_100k"] = peak_mib(), time.perf_counter() - started
-            if done < checkpoint_batches * batch:
-                break
-        out["expired"], out["t_expire"], out["rss_expire"] = expired, time.perf_counter() - started, peak_mib()
-        started = time.perf_counter()
-        out["planned"] = reminders.plan(now=now, batch_size=batch)
-        out["t_plan"] = time.perf_counter() - started
-        out["queued"] = reminders.enqueue_all_due(now=now, batch_size=batch)
-        out["t_remind"], out["rss_end"] = time.perf_counter() - started, peak_mib()
-    return out
+        self.now, self.batch = now, batch
+
+    def expire(self, batches: int) -> int:
+        from mp_backend.loyalty import service as loyalty
+
+        return loyalty.expire_due(now=self.now, batch_size=self.batch, max_batches=batches)
+
+    def remind(self) -> int:
+        from mp_backend.loyalty import reminders
+
+        planned = reminders.plan(now=self.now, batch_size=self.batch)
+        queued = reminders.enqueue_all_due(now=self.now, batch_size=self.batch)
+        assert planned == queued, (planned, queued)
+        return planned
 
 
-def bare_side(url: str, now: datetime, batch: int, total_lots: int) -> dict[str, Any]:
-    from mp_backend.ledger.points import last_valid_day, local_date, local_midnight_utc
+class BareSide:
+    """The minimum the same work takes on a bare PyMySQL (sqlite3) connection."""
 
-    conn, p = _connect(url)
-    cur = conn.cursor()
-    out: dict[str, Any] = {"rss_start": peak_mib()}
-    started, expired, cursor = time.perf_counter(), 0, (datetime(1970, 1, 1), 0)
-    while True:
-        cur.execute(
-            f"SELECT id, member_id, remaining, expires_at FROM bare_lot WHERE expires_at <= {p} "
-            f"AND (expires_at > {p} OR (expires_at = {p} AND id > {p})) ORDER BY expires_at, id LIMIT {batch}",
-            (now, cursor[0], cursor[0], cursor[1]),
-        )
-        rows = cur.fetchall()
-        if not rows:
-            break
-        due = [r for r in rows if r[2] > 0]
-        if due:
-            marks = ", ".join([p] * len(due))
+    def __init__(self, url: str, redis_url: str, now: datetime, batch: int) -> None:
+        self.conn, self.p = _connect(url)
+        self.cur = self.conn.cursor()
+        self.now, self.batch = now, batch
+        self.cursor: tuple[datetime, int] = (datetime(1970, 1, 1), 0)
+
+    def expire(self, batches: int) -> int:
+        cur, p, expired = self.cur, self.p, 0
+        for _ in range(batches):
             cur.execute(
-                f"UPDATE bare_lot SET remaining = 0 WHERE id IN ({marks}) AND remaining > 0", [r[0] for r in due]
+                f"SELECT id, member_id, remaining, expires_at FROM bare_lot WHERE expires_at <= {p} "
+                f"AND expires_at >= {p} AND (expires_at > {p} OR id > {p}) ORDER BY expires_at, id LIMIT {self.batch}",
+                (self.now, self.cursor[0], self.cursor[0], self.cursor[1]),
             )
-            cur.executemany(
-                f"INSERT INTO bare_entry (member_id, kind, delta, balance_after, lot_id, idempotency_key, created_at) "
-                f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
-                [(r[1], "expire", -r[2], 0, r[0], f"expire:{r[0]}", now) for r in due],
+            rows = cur.fetchall()
+            if not rows:
+                break
+            due = [r for r in rows if r[2] > 0]
+            if due:
+                marks = ", ".join([p] * len(due))
+                cur.execute(
+                    f"UPDATE bare_lot SET remaining = 0 WHERE id IN ({marks}) AND remaining > 0", [r[0] for r in due]
+                )
+                cur.executemany(
+                    f"INSERT INTO bare_entry (member_id, kind, delta, balance_after, lot_id, idempotency_key, "
+                    f"created_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
+                    [(r[1], "expire", -r[2], 0, r[0], f"expire:{r[0]}", self.now) for r in due],
+                )
+            self.conn.commit()
+            expired += len(due)
+            last = rows[-1]
+            self.cursor = (last[3] if isinstance(last[3], datetime) else datetime.fromisoformat(last[3]), last[0])
+            if len(rows) < self.batch:
+                break
+        return expired
+
+    def remind(self) -> int:
+        from mp_backend.ledger.points import last_valid_day, local_date, local_midnight_utc
+
+        cur, p, planned = self.cur, self.p, 0
+        horizon = local_midnight_utc(local_date(self.now) + timedelta(days=31))
+        cur.execute("SELECT MAX(member_id) FROM bare_lot")
+        top = cur.fetchone()[0] or 0
+        self.conn.commit()
+        for first in range(0, top, self.batch):
+            cur.execute(
+                f"SELECT member_id, expires_at, SUM(remaining) FROM bare_lot WHERE member_id > {p} "
+                f"AND member_id <= {p} AND remaining > 0 AND expires_at > {p} AND expires_at <= {p} "
+                f"GROUP BY member_id, expires_at",
+                (first, first + self.batch, self.now, horizon),
             )
-        conn.commit()
-        expired += len(due)
-        last = rows[-1]
-        cursor = (last[3] if isinstance(last[3], datetime) else datetime.fromisoformat(last[3]), last[0])
-        if "rss_100k" not in out and expired >= min(CHECKPOINT, total_lots):
-            out["rss_100k"], out["t_100k"] = peak_mib(), time.perf_counter() - started
-    out["expired"], out["t_expire"], out["rss_expire"] = expired, time.perf_counter() - started, peak_mib()
-
-    started, planned = time.perf_counter(), 0
-    today = local_date(now)
-    horizon = local_midnight_utc(today + timedelta(days=31))
-    cur.execute("SELECT MAX(member_id) FROM bare_lot")
-    top = cur.fetchone()[0] or 0
-    conn.commit()
-    for first in range(0, top, batch):
-        cur.execute(
-            f"SELECT member_id, expires_at, SUM(remaining) FROM bare_lot WHERE member_id > {p} AND member_id <= {p} "
-            f"AND remaining > 0 AND expires_at > {p} AND expires_at <= {p} GROUP BY member_id, expires_at",
-            (first, first + batch, now, horizon),
-        )
-        rows = []
-        for member_id, expires_at, remaining in cur.fetchall():
-            moment = expires_at if isinstance(expires_at, datetime) else datetime.fromisoformat(expires_at)
-            day = last_valid_day(moment)
-            rows.append((member_id, day, 15, int(remaining), "pending", f"bare-{member_id}-{day:%Y%m%d}-15", now))
-        if rows:
-            cur.executemany(
-                f"INSERT INTO bare_reminder (member_id, expiry_date, offset_days, points, status, client_msg_id, "
-                f"created_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
-                rows,
-            )
-        conn.commit()
-        planned += len(rows)
-    out["planned"] = out["queued"] = planned
-    out["t_remind"], out["rss_end"] = time.perf_counter() - started, peak_mib()
-    conn.close()
-    return out
+            rows = []
+            for member_id, expires_at, remaining in cur.fetchall():
+                moment = expires_at if isinstance(expires_at, datetime) else datetime.fromisoformat(expires_at)
+                day = last_valid_day(moment)
+                key = f"bare-{member_id}-{day:%Y%m%d}-15"
+                rows.append((member_id, "expiry", day, 15, int(remaining), "pending", key, "mp", 0, "", self.now))
+            if rows:
+                cur.executemany(
+                    f"INSERT INTO bare_reminder (member_id, kind, expiry_date, offset_days, points, status, "
+                    f"client_msg_id, channel, attempts, detail, created_at) VALUES ({', '.join([p] * 11)})",
+                    rows,
+                )
+            self.conn.commit()
+            planned += len(rows)
+        return planned
 
 
-def _run_side(name: str, args: tuple[Any, ...], results: Any) -> None:
+def side_process(name: str, args: tuple[Any, ...], commands: Any, results: Any) -> None:
+    """One side in its own process: runs each command it is sent, reports count, seconds and peak memory."""
     try:
-        side = job_side if name == "job" else bare_side
-        results.put((name, side(*args)))
+        side = (JobSide if name == "job" else BareSide)(*args)
+        results.put((name, "ready", 0, 0.0, peak_mib()))
+        while True:
+            command = commands.get()
+            if command is None:
+                return
+            started = time.perf_counter()
+            done = side.expire(command[1]) if command[0] == "expire" else side.remind()
+            results.put((name, command[0], done, time.perf_counter() - started, peak_mib()))
     except Exception:  # noqa: BLE001 - reported to the parent, which fails
-        results.put((name, {"error": traceback.format_exc()}))
+        results.put((name, "error", 0, 0.0, traceback.format_exc()))
 
 
-def in_process(name: str, args: tuple[Any, ...]) -> dict[str, Any]:
+@dataclass
+class Tally:
+    rss_start: float = 0.0
+    expired: int = 0
+    t_expire: float = 0.0
+    rss_100k: float = 0.0
+    at_100k: int = 0
+    t_100k: float = 0.0
+    rss_expire: float = 0.0
+    planned: int = 0
+    t_remind: float = 0.0
+    rss_end: float = 0.0
+
+
+def run_sides(url: str, redis_url: str, now: datetime, batch: int, lots: int) -> dict[str, Tally]:
+    """Both sides alive at once; the expiry goes in slices of CHECKPOINT lots, the sides taking turns
+    (job, bare, bare, job, ...) so that a machine shared with other work drifts on both alike."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    process = ctx.Process(target=_run_side, args=(name, args, results), name=f"bench-expiry-{name}")
-    process.start()
-    _, out = results.get()
-    process.join()
-    if "error" in out:
-        raise SystemExit(f"bench: the {name} side failed:\n{out['error']}")
-    return out
+    commands = {name: ctx.Queue() for name in ("job", "bare")}
+    args = (url, redis_url, now, batch)
+    procs = [ctx.Process(target=side_process, args=(n, args, commands[n], results), name=f"bench-expiry-{n}")
+             for n in ("job", "bare")]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    tallies = {"job": Tally(), "bare": Tally()}
+
+    def ask(name: str, *command: Any) -> tuple[int, float, float]:
+        commands[name].put(command)
+        who, what, done, seconds, rss = results.get()
+        if what == "error":
+            raise SystemExit(f"bench: the {who} side failed:\n{rss}")
+        return done, seconds, rss
+
+    try:
+        for _ in ("job", "bare"):
+            who, what, _, _, rss = results.get()
+            if what == "error":
+                raise SystemExit(f"bench: the {who} side failed:\n{rss}")
+            tallies[who].rss_start = rss
+        slice_batches = max(1, CHECKPOINT // batch)
+        turn = 0
+        while any(t.expired < lots for t in tallies.values()):
+            order = ("job", "bare") if turn % 2 == 0 else ("bare", "job")
+            for name in order:
+                tally = tallies[name]
+                if tally.expired >= lots:
+                    continue
+                done, seconds, rss = ask(name, "expire", slice_batches)
+                tally.expired, tally.t_expire, tally.rss_expire = tally.expired + done, tally.t_expire + seconds, rss
+                if not tally.at_100k:
+                    tally.rss_100k, tally.at_100k, tally.t_100k = rss, tally.expired, tally.t_expire
+                if done == 0:
+                    raise SystemExit(f"bench: the {name} side expired nothing more at {tally.expired} lots")
+            turn += 1
+        for name in ("job", "bare"):
+            done, seconds, rss = ask(name, "remind")
+            tallies[name].planned, tallies[name].t_remind, tallies[name].rss_end = done, seconds, rss
+    finally:
+        for name in ("job", "bare"):
+            commands[name].put(None)
+        for proc in procs:
+            proc.join(timeout=60)
+    return tallies
 
 
 # ---------------------------------------------------------------------------------------------------
 # Checks and report
 
 
-def verify(url: str, redis_url: str, members: int, lots: int, job: dict[str, Any], bare: dict[str, Any]) -> list[str]:
+def verify(url: str, redis_url: str, members: int, lots: int, job: Tally, bare: Tally) -> list[str]:
     from redis import Redis
     from sqlalchemy import func, select
 
@@ -296,11 +378,11 @@ def verify(url: str, redis_url: str, members: int, lots: int, job: dict[str, Any
             select(func.count(func.distinct(entry_t.c.lot_id))).where(entry_t.c.kind == "expire")
         )
         left = db.session.scalar(select(func.count()).where(lot_t.c.id <= lots, lot_t.c.remaining > 0))
-        if not (expires == distinct == lots == job["expired"]) or left:
+        if not (expires == distinct == lots == job.expired) or left:
             problems.append(f"expiry: {expires} expire entries on {distinct} lots for {lots} lots, {left} not expired")
         reminders = db.session.scalar(select(func.count()).select_from(PointsReminder))
-        if not (reminders == members == job["planned"]):
-            problems.append(f"reminders: {reminders} rows, {job['planned']} planned, for {members} members")
+        if not (reminders == members == job.planned):
+            problems.append(f"reminders: {reminders} rows, {job.planned} planned, for {members} members")
         problems += points.check()
         problems += [str(p) for p in check_ledger()]
         db.session.rollback()
@@ -310,8 +392,8 @@ def verify(url: str, redis_url: str, members: int, lots: int, job: dict[str, Any
     queued = [i for job in queue.get_jobs() for i in job.args[0]]
     if len(queued) != members or len(set(queued)) != members:
         problems.append(f"queue: {len(queued)} reminders ({len(set(queued))} distinct) queued for {members}")
-    if bare["expired"] != lots or bare["planned"] != members:
-        problems.append(f"bare: {bare['expired']} lots, {bare['planned']} reminders")
+    if bare.expired != lots or bare.planned != members:
+        problems.append(f"bare: {bare.expired} lots, {bare.planned} reminders")
     return problems
 
 
@@ -322,14 +404,13 @@ def clear_queue(redis_url: str) -> None:
     Queue(QUEUE, connection=Redis.from_url(redis_url)).empty()
 
 
-def line(label: str, out: dict[str, Any], lots: int) -> str:
-    first = min(CHECKPOINT, lots)
+def line(label: str, out: Tally) -> str:
     return (
-        f"{label:<5} expiry {out['expired'] / out['t_expire']:>9,.0f} lots/s ({out['expired']:,} in "
-        f"{out['t_expire']:.1f} s; first {first:,} at {first / out['t_100k']:,.0f}/s)  reminders "
-        f"{out['planned'] / out['t_remind']:>8,.0f}/s ({out['planned']:,} in {out['t_remind']:.1f} s)  "
-        f"peak memory {out['rss_start']:.0f} MiB at start, {out['rss_100k']:.0f} at {first:,} lots, "
-        f"{out['rss_expire']:.0f} at {out['expired']:,}, {out['rss_end']:.0f} after the reminders"
+        f"{label:<5} expiry {out.expired / out.t_expire:>9,.0f} lots/s ({out.expired:,} in {out.t_expire:.1f} s; "
+        f"first {out.at_100k:,} at {out.at_100k / out.t_100k:,.0f}/s)  reminders {out.planned / out.t_remind:>8,.0f}/s "
+        f"({out.planned:,} in {out.t_remind:.1f} s)  peak memory {out.rss_start:.0f} MiB at start, "
+        f"{out.rss_100k:.0f} at {out.at_100k:,} lots, {out.rss_expire:.0f} at {out.expired:,}, "
+        f"{out.rss_end:.0f} after the reminders"
     )
 
 
@@ -359,18 +440,18 @@ def main(argv: list[str] | None = None) -> int:
         f"seeded in {time.monotonic() - began:.0f} s",
         flush=True,
     )
-    job = in_process("job", (url, redis_url, now, args.batch, args.lots))
-    print(line("job", job, args.lots), flush=True)
-    bare = in_process("bare", (url, now, args.batch, args.lots))
-    print(line("bare", bare, args.lots), flush=True)
+    tallies = run_sides(url, redis_url, now, args.batch, args.lots)
+    job, bare = tallies["job"], tallies["bare"]
+    print(line("job", job), flush=True)
+    print(line("bare", bare), flush=True)
     problems = verify(url, redis_url, args.members, args.lots, job, bare)
     print(
         f"check: {args.lots:,} lots expired once each, {args.members:,} reminders logged and queued; "
         f"{len(problems)} problems" + "".join(f"\n  {p}" for p in problems[:20])
     )
     clear_queue(redis_url)
-    expiry_ratio = (job["expired"] / job["t_expire"]) / (bare["expired"] / bare["t_expire"])
-    remind_ratio = (job["planned"] / job["t_remind"]) / (bare["planned"] / bare["t_remind"])
+    expiry_ratio = (job.expired / job.t_expire) / (bare.expired / bare.t_expire)
+    remind_ratio = (job.planned / job.t_remind) / (bare.planned / bare.t_remind)
     print(f"expiry: job/bare {expiry_ratio:.2f}; reminders: job/bare {remind_ratio:.2f}")
     print(f"whole run {time.monotonic() - began:.0f} s")
     print(f"ratio {min(expiry_ratio, remind_ratio):.2f}", flush=True)

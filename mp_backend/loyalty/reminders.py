@@ -470,6 +470,8 @@ def send(reminder_id: int, *, now: datetime | None = None) -> str:
             _consent_refused(claimed["consent_id"])
             # the consent is gone at WeChat: fall back to the official account at once
             return send(reminder_id, now=now)
+        if claimed["channel"] == "wxa":  # WeChat refused this send: the consent was not used up there
+            _consent_released(claimed["consent_id"])
         if code in GIVE_UP:
             _finish(reminder_id, "gave_up", errcode=code, detail=GIVE_UP[code])
             return "gave_up"
@@ -502,6 +504,15 @@ def _consent_refused(consent_id: int) -> None:
             .where(reminder_t.c.id == row.reminder_id, reminder_t.c.status == "sending")
             .values(status="pending", errcode=43101, detail=GIVE_UP[43101])
         )
+
+
+@transactional
+def _consent_released(consent_id: int) -> None:
+    db.session.execute(
+        update(consent_t)
+        .where(consent_t.c.id == consent_id, consent_t.c.status == "used")
+        .values(status="unused", used_at=None, reminder_id=None)
+    )
 
 
 @transactional

@@ -33,6 +33,7 @@ MEMBERS = 48
 SPENDERS = 4
 EXPIRERS = 2
 TIMEOUT = 120
+ROUNDS = 3
 
 
 def _process(role: str, index: int, database_url: str, members: list[int], later: Any, barrier: Any, out: Any) -> None:
@@ -66,6 +67,20 @@ def _process(role: str, index: int, database_url: str, members: list[int], later
 
 
 def test_expiry_racing_spends_of_the_same_lots(app, make_member, database_url):
+    # Up to ROUNDS races: every one must keep the invariants, and at least one must show both outcomes
+    # (all spends winning, or all expiries, would mean the processes never met).
+    seen_both = False
+    for round_no in range(ROUNDS):
+        spent, refused = race(round_no, make_member, database_url)
+        seen_both = seen_both or bool(spent and refused)
+        if seen_both:
+            break
+    assert seen_both, "in no round did a spend and an expiry meet"
+    assert_points_ok()
+    assert_ledger_ok()
+
+
+def race(round_no: int, make_member, database_url: str) -> tuple[dict[int, int], dict[int, str]]:  # type: ignore[no-untyped-def]
     # given members with one lot each, valid until tomorrow's end (Shanghai)
     members = [make_member() for _ in range(MEMBERS)]
     for member_id in members:
@@ -102,7 +117,9 @@ def test_expiry_racing_spends_of_the_same_lots(app, make_member, database_url):
     assert expired_total == MEMBERS  # each lot expired by exactly one job, once
     db.session.rollback()
     entries = db.session.execute(
-        select(points.entry_t.c.member_id, points.entry_t.c.kind, points.entry_t.c.delta, points.entry_t.c.lot_id)
+        select(points.entry_t.c.member_id, points.entry_t.c.kind, points.entry_t.c.delta).where(
+            points.entry_t.c.member_id.in_(members)
+        )
     ).all()
     for member_id in members:
         mine = sorted((e.kind, e.delta) for e in entries if e.member_id == member_id)
@@ -113,7 +130,5 @@ def test_expiry_racing_spends_of_the_same_lots(app, make_member, database_url):
             assert mine == [("award", 100), ("expire", -100)], mine
         remaining = db.session.scalars(select(points.lot_t.c.remaining).where(points.lot_t.c.member_id == member_id))
         assert list(remaining) == [0]
-    # both outcomes happened, or the race was not a race
-    assert spent and refused, (len(spent), len(refused))
     assert_points_ok()
-    assert_ledger_ok()
+    return spent, refused

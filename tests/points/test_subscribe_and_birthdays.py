@@ -81,6 +81,7 @@ def test_subscribe_consent_used_once_then_43101_falls_back_to_the_official_accou
 
     # when the member accepts one subscribe message (at WeChat and reported by the mini program)
     fake.grant_subscribe("w-alice", SUBSCRIBE)
+    fake.fail_next("cgi-bin/message/subscribe/send", errcode=45009, errmsg="reach max api daily quota limit")
     reported = client.post("/api/me/subscriptions", json={"accepted": [SUBSCRIBE]}, headers=bearer(token))
     assert reported.status_code == 201
     assert reported.get_json()["items"] == [{"template_id": SUBSCRIBE, "kind": "expiry", "unused": 1}]
@@ -97,7 +98,8 @@ def test_subscribe_consent_used_once_then_43101_falls_back_to_the_official_accou
             reminders.run_daily()  # twice the same day: nothing more
             drain()
 
-    # then the 30-day reminder goes out as a subscribe message, using the consent up
+    # then the 30-day reminder goes out as a subscribe message, using the consent up (the rate-limited
+    # first try gave the consent back: WeChat did not use it)
     run(30)
     assert reminder_rows() == [(30, "wxa", "sent", 0)]
     assert len(fake.subscribe_messages) == 1 and fake.template_messages == []
