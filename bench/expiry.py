@@ -8,7 +8,7 @@ an official-account openid and one lot that expires in 10 days (so each is due o
 and ``--lots`` lots that expired during the last 30 days (10 points each, spread over the members and
 the days, so each batch of the job touches as many members as it has lots), every lot with its
 ``award`` entry, as the app writes them. The same lots are copied into plain tables (``bare_lot``,
-``bare_entry``, ``bare_reminder``: on MariaDB tables ``LIKE`` the app's, with the same indexes,
+``bare_entry``, ``bare_reminder``: on MariaDB tables ``LIKE`` the app's, with the same rows, indexes,
 CHECKs and foreign keys, no triggers) for the baseline.
 
 Two worker processes (spawned, one at a time, each with its own connections and its own peak memory):
@@ -141,6 +141,7 @@ def seed(url: str, members: int, lots: int, now: datetime) -> None:
         cur.execute("CREATE TABLE bare_lot LIKE points_lot")
         cur.execute("INSERT INTO bare_lot SELECT * FROM points_lot")
         cur.execute("CREATE TABLE bare_entry LIKE points_entry")
+        cur.execute("INSERT INTO bare_entry SELECT * FROM points_entry")  # the awards: the same size to insert into
         cur.execute(
             "ALTER TABLE bare_entry ADD FOREIGN KEY (member_id) REFERENCES member (id), "
             "ADD FOREIGN KEY (lot_id) REFERENCES bare_lot (id)"

@@ -59,7 +59,6 @@ def upgrade():
 
 
 def downgrade():
-    op.drop_index("ix_subscribe_consent_member_template", table_name="subscribe_consent")
     op.drop_table("subscribe_consent")
     with op.batch_alter_table("points_settings", schema=None) as batch_op:
         batch_op.drop_constraint(op.f("ck_points_settings_birthday_points_range"), type_="check")

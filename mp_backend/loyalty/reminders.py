@@ -244,12 +244,19 @@ def enqueue_due(ids: list[int]) -> None:
 
 
 def send_many(ids: list[int], *, now: datetime | None = None) -> dict[str, int]:
-    """Send each reminder of a queued chunk (each at most once, see ``send``). A rate limit stops the
-    chunk and raises, so that RQ's ``Retry`` runs it again later: what was sent is skipped then."""
+    """Send each reminder of a queued chunk (each at most once, see ``send``). If WeChat rate-limited any,
+    the job raises at the end, so that RQ's ``Retry`` runs the chunk again later: what was sent, or
+    given up, is skipped then."""
     counts: dict[str, int] = {}
+    limited: RateLimited | None = None
     for reminder_id in ids:
-        status = send(reminder_id, now=now)  # under RQ, a rate limit raises RateLimited from here
+        try:
+            status = send(reminder_id, now=now)
+        except RateLimited as error:  # under RQ: recorded as "retry"; the others in the chunk still go
+            status, limited = "retry", error
         counts[status] = counts.get(status, 0) + 1
+    if limited is not None:
+        raise limited
     return counts
 
 
