@@ -1,4 +1,4 @@
-"""Points: the daily expiry + reminders job, one reminder send, the nightly level re-evaluation."""
+"""Points: the daily expiry + reminders job, the birthday job, one reminder send, the nightly level re-evaluation."""
 
 from __future__ import annotations
 
@@ -14,11 +14,28 @@ def daily() -> dict:
         return reminders.run_daily()
 
 
+def birthdays() -> dict:
+    """Birthday points and greetings for today's birthdays in the merchant's time zone (29 February on
+    28 February in other years). Safe to run twice: once per member and year by their unique keys."""
+    from mp_backend.loyalty import reminders
+
+    with app_context():
+        return reminders.run_birthdays()
+
+
 def send_reminder(reminder_id: int) -> str:
     from mp_backend.loyalty import reminders
 
     with app_context():
         return reminders.send(reminder_id)
+
+
+def send_reminders(reminder_ids: list[int]) -> dict:
+    """A chunk of reminders / greetings, each sent at most once (a rerun skips what was sent)."""
+    from mp_backend.loyalty import reminders
+
+    with app_context():
+        return reminders.send_many(reminder_ids)
 
 
 def evaluate_levels() -> int:

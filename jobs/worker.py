@@ -1,6 +1,7 @@
 """The RQ worker entry point: builds the app once, runs each job inside its app context.
 
-``python -m jobs.worker [queue ...]`` (Procfile ``worker``). RQ forks a work horse per job; the horse
+``python -m jobs.worker [--burst] [queue ...]`` (Procfile ``worker``; ``--burst``: stop once the queues
+are empty, as ``rq worker --burst`` does). RQ forks a work horse per job; the horse
 drops the database connections inherited from the parent before the job opens its own.
 """
 
@@ -40,7 +41,10 @@ def main() -> None:
     app = create_app()
     if not app.config.get("REDIS_URL"):
         sys.exit("REDIS_URL is not set: without Redis, jobs run in the web process and no worker is needed.")
-    make_worker(app, sys.argv[1:] or None).work()
+    args = sys.argv[1:]
+    burst = "--burst" in args
+    queue_names = [a for a in args if a != "--burst"]
+    make_worker(app, queue_names or None).work(burst=burst)
 
 
 if __name__ == "__main__":

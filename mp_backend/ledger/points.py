@@ -15,7 +15,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import current_app, has_app_context
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..errors import AppError, MemberNotFound, ValidationFailed
@@ -330,12 +342,19 @@ class ExpiryCursor:
 @transactional
 def expire_batch(now: datetime, cursor: ExpiryCursor, limit: int = 1000) -> tuple[int, int, ExpiryCursor]:
     """Expire the next ``limit`` lots (by expiry, then id) that expired by ``now``: one bounded
-    transaction. Each lot with points left gets ``remaining = 0`` (guarded) and one ``expire`` entry
-    keyed ``expire:<lot id>``. Returns (lots looked at, lots expired, the cursor after them)."""
+    transaction. Each lot with points left gets ``remaining = 0`` and one ``expire`` entry keyed
+    ``expire:<lot id>``. Returns (lots looked at, lots expired, the cursor after them).
+
+    Set-based: after the wallets are locked, one ``INSERT ... SELECT`` writes every entry (the delta
+    and the member's balance after read by the database under those locks) and one ``UPDATE`` empties
+    the same lots; their row counts must agree, else the batch starts again from fresh reads."""
     conn = db.session.connection()
     where = [lot_t.c.expires_at <= now]
-    if cursor.expires_at is not None:
-        where.append(tuple_(lot_t.c.expires_at, lot_t.c.id) > tuple_(cursor.expires_at, cursor.lot_id))
+    if cursor.expires_at is not None:  # (expires_at, id) > cursor, in a form every engine ranges over
+        where += [
+            lot_t.c.expires_at >= cursor.expires_at,
+            (lot_t.c.expires_at > cursor.expires_at) | (lot_t.c.id > cursor.lot_id),
+        ]
     batch = conn.execute(
         select(lot_t.c.id, lot_t.c.member_id, lot_t.c.expires_at, lot_t.c.remaining)
         .where(*where)
@@ -345,53 +364,40 @@ def expire_batch(now: datetime, cursor: ExpiryCursor, limit: int = 1000) -> tupl
     if not batch:
         return 0, 0, cursor
     after_cursor = ExpiryCursor(batch[-1].expires_at, int(batch[-1].id))
-    due = [lot for lot in batch if lot.remaining > 0]
+    due = [int(lot.id) for lot in batch if lot.remaining > 0]
     if not due:
         return len(batch), 0, after_cursor
-    members = sorted({int(lot.member_id) for lot in due})
-    # Lock the wallets in member order (the fixed order every multi-wallet lock here uses), then read
-    # the lots again: a spend that committed meanwhile has changed them.
+    members = sorted({int(lot.member_id) for lot in batch if lot.remaining > 0})
+    # Lock the wallets in member order (the fixed order every multi-wallet lock here uses): every
+    # change of a lot holds its member's wallet lock, so from here on these lots stand still.
     wallet = Wallet.__table__
     conn.execute(
         select(wallet.c.member_id).where(wallet.c.member_id.in_(members)).order_by(wallet.c.member_id).with_for_update()
     ).all()
-    fresh = conn.execute(
-        select(lot_t.c.id, lot_t.c.member_id, lot_t.c.remaining).where(
-            lot_t.c.id.in_([int(lot.id) for lot in due]), lot_t.c.remaining > 0
+    other = lot_t.alias("other")
+    balance_after = (
+        select(func.coalesce(func.sum(other.c.remaining), 0))
+        .where(other.c.member_id == lot_t.c.member_id, other.c.expires_at > now)
+        .scalar_subquery()
+    )
+    written = conn.execute(
+        insert(entry_t).from_select(
+            ["member_id", "kind", "delta", "balance_after", "lot_id", "idempotency_key", "created_at"],
+            select(
+                lot_t.c.member_id,
+                literal("expire", String(12)),
+                -lot_t.c.remaining,
+                balance_after,
+                lot_t.c.id,
+                literal("expire:", String(16)) + cast(lot_t.c.id, String(20)),
+                literal(now, DateTime()),
+            ).where(lot_t.c.id.in_(due), lot_t.c.remaining > 0),
         )
-    ).all()
-    if not fresh:
-        return len(batch), 0, after_cursor
-    balances = dict(
-        conn.execute(
-            select(lot_t.c.member_id, func.sum(lot_t.c.remaining))
-            .where(lot_t.c.member_id.in_(members), lot_t.c.expires_at > now)
-            .group_by(lot_t.c.member_id)
-        ).all()
-    )
-    changed = conn.execute(
-        update(lot_t).where(lot_t.c.id == bindparam("lot"), lot_t.c.remaining == bindparam("seen")).values(remaining=0),
-        [{"lot": int(lot.id), "seen": int(lot.remaining)} for lot in fresh],
     ).rowcount
-    if changed != len(fresh):
+    changed = conn.execute(update(lot_t).where(lot_t.c.id.in_(due), lot_t.c.remaining > 0).values(remaining=0)).rowcount
+    if changed != written:  # someone changed a lot without its wallet lock: never leave them apart
         raise RetryTransaction()
-    conn.execute(
-        insert(entry_t),
-        [
-            {
-                "member_id": int(lot.member_id),
-                "kind": "expire",
-                "delta": -int(lot.remaining),
-                "balance_after": int(balances.get(lot.member_id) or 0),
-                "lot_id": int(lot.id),
-                "reference": None,
-                "idempotency_key": f"expire:{lot.id}",
-                "created_at": now,
-            }
-            for lot in fresh
-        ],
-    )
-    return len(batch), len(fresh), after_cursor
+    return len(batch), changed, after_cursor
 
 
 def lots_of(member_id: int, *, at: datetime | None = None) -> list:

@@ -21,6 +21,7 @@ class PointsSettings(db.Model):  # type: ignore[name-defined]
     exchange_points_per_yuan: Mapped[int] = mapped_column(default=100)  # 100 points = 1.00 yuan bonus
     member_day: Mapped[int | None] = mapped_column()  # day of month, 1-28; None: no member day
     member_day_multiplier_percent: Mapped[int] = mapped_column(default=200)
+    birthday_points: Mapped[int] = mapped_column(default=0, server_default="0")  # 0: a greeting only
     updated_at: Mapped[datetime] = created_at_column()
     __table_args__ = (
         CheckConstraint("redeem_points_per_yuan BETWEEN 1 AND 100000", name="redeem_rate_range"),
@@ -28,6 +29,7 @@ class PointsSettings(db.Model):  # type: ignore[name-defined]
         CheckConstraint("exchange_points_per_yuan BETWEEN 1 AND 100000", name="exchange_rate_range"),
         CheckConstraint("member_day IS NULL OR member_day BETWEEN 1 AND 28", name="member_day_range"),
         CheckConstraint("member_day_multiplier_percent BETWEEN 100 AND 1000", name="member_day_multiplier_range"),
+        CheckConstraint("birthday_points BETWEEN 0 AND 100000", name="birthday_points_range"),
     )
 
 
@@ -83,6 +85,8 @@ class PointsReminder(db.Model):  # type: ignore[name-defined]
     template_id: Mapped[str | None] = mapped_column(String(64))
     client_msg_id: Mapped[str] = mapped_column(ExactString(64), unique=True)
     msgid: Mapped[str | None] = mapped_column(String(32))
+    # mp: official-account template message; wxa: mini-program subscribe message (one consent each)
+    channel: Mapped[str] = mapped_column(String(4), default="mp", server_default="mp")
     attempts: Mapped[int] = mapped_column(default=0)
     errcode: Mapped[int | None] = mapped_column()
     detail: Mapped[str] = mapped_column(String(255), default="")
@@ -99,6 +103,7 @@ class PointsReminder(db.Model):  # type: ignore[name-defined]
         CheckConstraint("points >= 0", name="points_non_negative"),
         CheckConstraint("attempts >= 0", name="attempts_non_negative"),
         Index("ix_points_reminder_status_id", "status", "id"),
+        CheckConstraint("channel IN ('mp', 'wxa')", name="channel_known"),
     )
 
 
@@ -110,3 +115,25 @@ class ExpiryProgress(db.Model):  # type: ignore[name-defined]
     expires_at: Mapped[datetime | None] = mapped_column()
     lot_id: Mapped[int] = mapped_column(BigId, default=0)
     updated_at: Mapped[datetime] = created_at_column()
+
+
+class SubscribeConsent(db.Model):  # type: ignore[name-defined]
+    """One accepted mini-program subscribe-message consent: WeChat lets one message through per consent.
+
+    The mini program reports what the member accepted in ``wx.requestSubscribeMessage``; a reminder
+    uses (``used_at``) the oldest unused one of its template, in its claim transaction. WeChat's 43101
+    answer (no consent left at WeChat's side) marks it ``refused``."""
+
+    __tablename__ = "subscribe_consent"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    openid: Mapped[str] = mapped_column(ExactString(64))
+    template_id: Mapped[str] = mapped_column(ExactString(64))
+    status: Mapped[str] = mapped_column(String(8), default="unused")
+    reminder_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("points_reminder.id"))
+    created_at: Mapped[datetime] = created_at_column()
+    used_at: Mapped[datetime | None] = mapped_column()
+    __table_args__ = (
+        CheckConstraint("status IN ('unused', 'used', 'refused')", name="status_known"),
+        Index("ix_subscribe_consent_member_template", "member_id", "template_id", "status"),
+    )

@@ -27,6 +27,7 @@ SETTINGS_FIELDS = (
     "exchange_points_per_yuan",
     "member_day",
     "member_day_multiplier_percent",
+    "birthday_points",
 )
 
 
@@ -40,6 +41,7 @@ def settings() -> PointsSettings:
         exchange_points_per_yuan=100,
         member_day=None,
         member_day_multiplier_percent=200,
+        birthday_points=0,
     )
 
 
@@ -73,6 +75,8 @@ def _check_settings(row: PointsSettings) -> None:
         raise ValidationFailed("会员日必须是每月 1-28 日", code="invalid_points_settings")
     if not 100 <= row.member_day_multiplier_percent <= 1000:
         raise ValidationFailed("会员日倍率必须在 100-1000% 之间", code="invalid_points_settings")
+    if not 0 <= (row.birthday_points or 0) <= 100_000:
+        raise ValidationFailed("生日积分必须在 0-100000 之间", code="invalid_points_settings")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ..loyalty import consents
 from ..loyalty import service as loyalty
 from .auth import current_member
 from .member import blp
-from .points_schemas import ExchangeIn, ExchangeOut, MyPointsOut
+from .points_schemas import ExchangeIn, ExchangeOut, MyPointsOut, SubscribeConsentIn, SubscribeConsentList
 from .schemas import Error
 
 MEMBER = [{"memberToken": []}]
@@ -38,3 +39,24 @@ def exchange(body: dict) -> dict:
         "points_balance": done.points_balance,
         "replayed": done.posting.replayed,
     }
+
+
+@blp.route("/me/subscriptions", methods=["POST"])
+@blp.arguments(SubscribeConsentIn)
+@blp.response(201, SubscribeConsentList)
+@blp.alt_response(400, schema=Error)
+@blp.alt_response(401, schema=Error)
+@blp.alt_response(409, schema=Error)
+@blp.doc(security=MEMBER)
+def report_subscriptions(body: dict) -> dict:
+    """The mini program reports the subscribe-message templates the member accepted (one message each)."""
+    return {"items": consents.record(current_member().id, body["accepted"])}
+
+
+@blp.route("/me/subscriptions", methods=["GET"])
+@blp.response(200, SubscribeConsentList)
+@blp.alt_response(401, schema=Error)
+@blp.doc(security=MEMBER)
+def my_subscriptions() -> dict:
+    """The member's unused subscribe-message consents, per template."""
+    return {"items": consents.unused(current_member().id)}

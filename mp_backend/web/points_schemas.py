@@ -143,6 +143,7 @@ class PointsSettingsIO(Schema):
     exchange_points_per_yuan = fields.Integer(strict=True, validate=validate.Range(min=1, max=100_000))
     member_day = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1, max=28))
     member_day_multiplier_percent = fields.Integer(strict=True, validate=validate.Range(min=100, max=1000))
+    birthday_points = fields.Integer(strict=True, validate=validate.Range(min=0, max=100_000))
 
 
 class PointsRulesOut(Schema):
@@ -172,6 +173,7 @@ class ReminderOut(Schema):
     client_msg_id = fields.String()
     msgid = fields.String(allow_none=True)
     errcode = fields.Integer(allow_none=True)
+    channel = fields.String()
     detail = fields.String()
     attempts = fields.Integer()
     created_at = fields.DateTime()
@@ -181,3 +183,21 @@ class ReminderOut(Schema):
 class ReminderList(Schema):
     items = fields.List(fields.Nested(ReminderOut), required=True)
     next_before_id = fields.Integer(allow_none=True)
+
+
+class SubscribeConsentIn(Schema):
+    """The template ids the member accepted in ``wx.requestSubscribeMessage`` (its ``accept`` answers)."""
+
+    accepted = fields.List(
+        fields.String(validate=validate.Length(min=1, max=64)), required=True, validate=validate.Length(min=1, max=3)
+    )
+
+
+class SubscribeConsentOut(Schema):
+    template_id = fields.String()
+    kind = fields.String()
+    unused = fields.Integer()
+
+
+class SubscribeConsentList(Schema):
+    items = fields.List(fields.Nested(SubscribeConsentOut), required=True)

@@ -290,6 +290,7 @@ class FakeWeChat:
         self._used_codes: set[str] = set()
         self._oauth_tokens: dict[str, _OAuthToken] = {}
         self._oauth_scopes: dict[str, str] = {}  # openid -> scope last granted on the authorize page
+        self._init_subscribe()
         self.app = self._build_app()
 
     # -- steering (tests) -------------------------------------------------------------------------
@@ -349,6 +350,7 @@ class FakeWeChat:
             self._used_codes.clear()
             self._oauth_tokens.clear()
             self._oauth_scopes.clear()
+            self._init_subscribe()
 
     def calls_to(self, path: str) -> list[Call]:
         with self._lock:
@@ -374,6 +376,7 @@ class FakeWeChat:
             "cgi-bin/menu/create": self._menu_create,
             "cgi-bin/menu/get": self._menu_get,
             "cgi-bin/message/template/send": self._template_send,
+            "cgi-bin/message/subscribe/send": self._subscribe_send,
             "wxa/business/getuserphonenumber": self._phone_number,
             "cgi-bin/user/info": self._user_info,
             "connect/oauth2/authorize": self._authorize_page,
@@ -552,6 +555,50 @@ class FakeWeChat:
         if info.appid != appid:
             return self._error(48001, "api unauthorized")
         return None
+
+    # -- mini-program subscribe messages (subscribeMessage.send, issue 14) -------------------------
+    # WeChat lets one subscribe message through per consent the user gave in the mini program
+    # (wx.requestSubscribeMessage); with none left it answers 43101. Tests give consents with
+    # ``grant_subscribe`` (what the user's tap does at WeChat) and read ``subscribe_messages``.
+
+    def _init_subscribe(self) -> None:
+        self.subscribe_messages: list[dict[str, Any]] = []
+        self._subscribe_consents: dict[tuple[str, str], int] = {}  # (openid, template_id) -> consents left
+
+    def grant_subscribe(self, openid: str, template_id: str, times: int = 1) -> None:
+        with self._lock:
+            key = (openid, template_id)
+            self._subscribe_consents[key] = self._subscribe_consents.get(key, 0) + times
+
+    def subscribe_consents_left(self, openid: str, template_id: str) -> int:
+        with self._lock:
+            return self._subscribe_consents.get((openid, template_id), 0)
+
+    def _subscribe_send(self) -> Response:
+        refused = self._require_token(self.settings.wxa_appid)
+        if refused:
+            return refused
+        payload = _json_body() or {}
+        openid, template = str(payload.get("touser") or ""), str(payload.get("template_id") or "")
+        if not openid or not OPENID_PATTERN.match(openid):
+            return self._error(40003, "invalid openid")
+        if not template:
+            return self._error(40037, "invalid template id")
+        data = payload.get("data")
+        if (
+            not isinstance(data, dict)
+            or not data
+            or not all(isinstance(v, dict) and isinstance(v.get("value"), str) for v in data.values())
+        ):
+            return self._error(47003, "argument invalid! data.value is empty or invalid")
+        with self._lock:
+            left = self._subscribe_consents.get((openid, template), 0)
+            if left <= 0:
+                return self._error(43101, "user refuse to accept the msg")
+            self._subscribe_consents[(openid, template)] = left - 1
+            self.subscribe_messages.append(payload)
+            msgid = len(self.subscribe_messages)
+        return self._json({"errcode": 0, "errmsg": "ok", "msgid": msgid})
 
     # -- mini program -----------------------------------------------------------------------------
 

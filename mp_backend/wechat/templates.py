@@ -19,3 +19,11 @@ def send_template(
     if client_msg_id:
         body["client_msg_id"] = client_msg_id
     return mp_client().message._post("message/template/send", data=body)
+
+
+def send_subscribe(openid: str, template_id: str, data: dict[str, Any], *, page: str | None = None) -> Any:
+    """A mini-program subscribe message (``subscribeMessage.send``): WeChat lets one through per consent
+    the member gave, and answers 43101 when none is left."""
+    from .clients import wxa_client
+
+    return wxa_client().wxa.send_subscribe_message(openid, template_id, data, page=page)

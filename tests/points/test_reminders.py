@@ -84,7 +84,8 @@ def test_a_job_that_died_after_wechat_accepted_sends_nothing_twice(app, fake, mp
     member_id = mp_member("o-crash")
     with time_machine.travel(START, tick=False):
         points.award_points(member_id, 10, key="c", source="test", validity_days=5)
-        [reminder_id] = reminders.plan()
+        reminders.plan()
+        [reminder_id] = reminders.due_ids()
         claimed = reminders._claim(reminder_id, START.replace(tzinfo=None))
         from mp_backend.wechat.templates import send_template
 
