@@ -9,4 +9,5 @@ cron.register(recharge.reconcile_pending_orders, "default", cron="* * * * *", na
 cron.register(spending.reconcile_pending_payments, "default", cron="* * * * *", name="order payment orderquery")
 # 00:10 UTC+8 by default (rq cron reads the host's clock: set it to the merchant's zone)
 cron.register(points.daily, "default", cron="10 0 * * *", name="points expiry and reminders")
+cron.register(points.release_pending, "default", cron="*/10 * * * *", name="pending points release")
 cron.register(points.evaluate_levels, "default", cron="40 2 * * *", name="nightly level re-evaluation")

@@ -19,8 +19,9 @@ takes no bucket, so the held ``P + B`` comes from the buckets in the policy's pr
 ``P`` from principal and ``B`` from bonus (exact when the wallet holds only this recharge's money).
 
 Rewards: coupons the recharge gave that are still unused are voided (status ``expired``) when the
-refund succeeds; used ones stay used. Points the recharge gave are NOT taken back: the points ledger
-(``ledger/points.py``) has no deducting operation yet; the refund records this in its answer.
+refund succeeds; used ones stay used. The points it gave (the rule's reward points and those the
+earning rules gave) are taken back then too, as far as the member still has them (``points_refund``
+records what could not be taken back).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sqlalchemy import select, update
 from ..errors import Conflict, ValidationFailed
 from ..extensions import db
 from ..ledger import service as ledger
+from ..loyalty import service as loyalty
 from ..models_base import utcnow
 from ..money import yuan
 from ..notices import service as notices
@@ -225,6 +227,13 @@ def settle_refund(refund_id: int, *, success: bool, wechat_refund_id: str = "", 
             .values(status="expired")
         ).rowcount
         refund.coupons_voided = voided
+        loyalty.refund_points(  # its reward points and the points it earned, as far as the member has them
+            order.member_id,
+            f"recharge:{order.out_trade_no}",
+            refund_key=f"recharge-refund:{refund.id}",
+            refund_fen=order.amount_fen,
+            payment_fen=order.amount_fen,
+        )
     else:
         posting = ledger.void(
             refund.hold_entry_id, key=f"recharge-refund:{order.out_trade_no}:void", note="充值退款失败，解冻", **common
@@ -264,6 +273,10 @@ def handle_refund_result(note: wechat_refunds.RefundNotification) -> Any:
     return NotifyOutcome(True)
 
 
+def _order_no(order_id: int) -> str:
+    return str(db.session.scalar(select(RechargeOrder.out_trade_no).where(RechargeOrder.id == order_id)))
+
+
 def refund_dict(refund: Any) -> dict[str, Any]:
     return {
         "id": refund.id,
@@ -276,7 +289,7 @@ def refund_dict(refund: Any) -> dict[str, Any]:
         "cash_fen": refund.cash_fen,
         "out_refund_no": refund.out_refund_no,
         "coupons_voided": refund.coupons_voided,
-        "points_taken_back": 0,
+        "points_taken_back": loyalty.points_taken_back(f"recharge:{_order_no(refund.order_id)}"),
         "failure": refund.failure,
         "created_at": refund.created_at.isoformat(),
         "settled_at": refund.settled_at.isoformat() if refund.settled_at else None,
