@@ -63,7 +63,7 @@ def code_of(member_id: int) -> str:
 
 
 def link_of(code: str) -> str:
-    return f"{current_app.config['PUBLIC_BASE_URL']}/m/?ref={code}"
+    return f"{current_app.config['PUBLIC_BASE_URL']}/member?ref={code}"
 
 
 def has_paid(member_id: int) -> bool:

@@ -129,6 +129,7 @@ def test_earning_with_level_multiplier_member_day_and_refund_take_back(app, org,
         assert loyalty.earn_for_payment(member_id, 10_000, payment_key="pay-2") == 300  # member day x2
         assert loyalty.earn_for_payment(member_id, 10_000, payment_key="pay-2") == 300  # replay: once
     assert points.balance(member_id) == 450
+
     # a refund of half of pay-2 takes back half its points; the rest of the refunds the rest, never more
     def refund(key: str) -> loyalty.RefundedPoints:
         return loyalty.refund_points(member_id, "pay-2", refund_key=key, refund_fen=5_000, payment_fen=10_000)
