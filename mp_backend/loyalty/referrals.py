@@ -23,6 +23,7 @@ from ..extensions import db
 from ..ledger import points
 from ..ledger.models import LedgerEntry
 from ..models_base import utcnow
+from ..org.models import Merchant
 from ..transaction import RetryTransaction, transactional
 from .models import Referral, ReferralCode
 
@@ -68,15 +69,14 @@ def link_of(code: str) -> str:
 
 def has_paid(member_id: int) -> bool:
     """Whether the member has made a payment: a debit or a capture in the ledger (balance, till, or the
-    balance part of a mixed payment)."""
-    return (
-        db.session.scalar(
-            select(LedgerEntry.id)
-            .where(LedgerEntry.member_id == member_id, LedgerEntry.kind.in_(("debit", "capture")))
-            .limit(1)
-        )
-        is not None
+    balance part of a mixed payment), or an order paid by WeChat Pay alone."""
+    from ..spending.models import OrderPayment
+
+    ledger_paid = select(LedgerEntry.id).where(
+        LedgerEntry.member_id == member_id, LedgerEntry.kind.in_(("debit", "capture"))
     )
+    wechat_paid = select(OrderPayment.id).where(OrderPayment.member_id == member_id, OrderPayment.status == "paid")
+    return any(db.session.scalar(query.limit(1)) is not None for query in (ledger_paid, wechat_paid))
 
 
 @transactional
@@ -89,6 +89,9 @@ def bind(invitee_id: int, code: object) -> Referral:
     if found is None:
         raise ReferralCodeNotFound()
     inviter_id = found.member_id
+    # Bindings are rare: one at a time merchant-wide (the merchant row's lock), so two racing bindings
+    # cannot close a loop that neither of them sees alone (A takes B's code while B takes A's).
+    db.session.execute(select(Merchant.id).order_by(Merchant.id).limit(1).with_for_update()).first()
     points.lock_member(invitee_id)
     earlier = db.session.scalars(select(Referral).where(Referral.invitee_id == invitee_id)).first()
     if earlier is not None:

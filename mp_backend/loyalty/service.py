@@ -222,6 +222,18 @@ def refund_points(
     rounded down (the last refund gives back the rest). One ``points_refund`` row records it."""
     if type(refund_fen) is not int or type(payment_fen) is not int or not 0 < refund_fen <= payment_fen:
         raise ValidationFailed("退款金额无效", code="invalid_amount")
+    entry = points.entry_t
+    awards = db.session.execute(
+        select(entry.c.id, entry.c.delta, entry.c.lot_id).where(
+            entry.c.idempotency_key.in_([earn_key(payment_key), f"{payment_key}:points"]),
+            entry.c.member_id == member_id,
+            entry.c.kind.in_(("award", "pending")),
+        )
+    ).all()
+    redeem_key = redemption_key(payment_key)
+    redeemed = points.moved_by(redeem_key)
+    if not awards and not redeemed:  # a payment that earned and redeemed nothing: nothing to record
+        return RefundedPoints(0, 0, 0, 0, 0)
     points.lock_member(member_id)
     done = db.session.scalars(
         select(PointsRefund).where(PointsRefund.payment_key == payment_key, PointsRefund.refund_key == refund_key)
@@ -237,14 +249,6 @@ def refund_points(
     )
     after = min(payment_fen, before + refund_fen)
     before = min(before, after)
-    entry = points.entry_t
-    awards = db.session.execute(
-        select(entry.c.id, entry.c.delta, entry.c.lot_id).where(
-            entry.c.idempotency_key.in_([earn_key(payment_key), f"{payment_key}:points"]),
-            entry.c.member_id == member_id,
-            entry.c.kind.in_(("award", "pending")),
-        )
-    ).all()
     due = voided = taken = 0
     for award in sorted(awards, key=lambda a: int(a.id)):
         amount = int(award.delta)
@@ -262,8 +266,6 @@ def refund_points(
                 member_id, part - gone, key=key, reference=f"earn:{award.id}", from_lot=int(award.lot_id)
             ).points
     restored = 0
-    redeem_key = redemption_key(payment_key)
-    redeemed = points.moved_by(redeem_key)
     give = _pro_rata(redeemed, after, payment_fen, up=False) - _pro_rata(redeemed, before, payment_fen, up=False)
     if give > 0:
         restored = points.restore(

@@ -112,3 +112,22 @@ def test_a_till_charge_is_a_first_payment_too(client, admin, payer, org):
     till.charge({"card_no": card_no}, 300, "T-1", key="t-1", status=201)
     assert points_of(ann_id) == 20
     assert_ledger_ok()
+
+
+def test_a_payment_by_wechat_alone_rewards_once_and_then_binding_is_refused(client, fake, admin, payer):
+    set_points(admin, referral_points=30)
+    ann, ann_id = payer("ann")
+    bea, _ = payer("bea")  # no balance: the whole order goes to WeChat Pay
+    cal, _ = payer("cal")
+    code = code_of(client, ann)["code"]
+    bind(client, bea, code)
+    no = pay(client, bea, "SO-1", 500)["out_trade_no"]
+    assert points_of(ann_id) == 0  # not paid yet
+    assert fake.pay(no, client).acknowledged
+    assert fake.notify_payment(no, client).acknowledged
+    assert points_of(ann_id) == 30
+    # cal pays by WeChat alone before binding: not a new member any more
+    cal_no = pay(client, cal, "SO-2", 500)["out_trade_no"]
+    assert fake.pay(cal_no, client).acknowledged
+    assert bind(client, cal, code, 409)["error"]["code"] == "referral_not_new_member"
+    assert_ledger_ok()
