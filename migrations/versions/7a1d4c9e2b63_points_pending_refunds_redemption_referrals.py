@@ -1,7 +1,7 @@
 """points wired into payments: pending lots, points refunds, redemption at checkout, referrals
 
 Revision ID: 7a1d4c9e2b63
-Revises: 483d37308e5b
+Revises: 9f3c1d7e5a20
 Create Date: 2026-11-23 21:40:00
 
 - ``points_lot.status`` (available / pending / voided) and ``available_at``;
@@ -20,7 +20,7 @@ from sqlalchemy.dialects import mysql
 
 
 revision = '7a1d4c9e2b63'
-down_revision = '483d37308e5b'
+down_revision = '9f3c1d7e5a20'
 branch_labels = None
 depends_on = None
 

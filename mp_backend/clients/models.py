@@ -23,6 +23,8 @@ class OpenClient(db.Model):  # type: ignore[name-defined]
     store_id: Mapped[int | None] = mapped_column(ForeignKey("store.id"), index=True)
     secret_ciphertext: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(default=True, server_default=text("1"))
+    # When it was last deactivated (``flask clients deactivate``; who and why are in audit_log).
+    deactivated_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = created_at_column()
 
 

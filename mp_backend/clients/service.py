@@ -23,19 +23,21 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import hotpath
-from ..errors import AppError, IdempotencyConflict, Unauthorized, ValidationFailed
+from ..errors import AppError, Forbidden, IdempotencyConflict, NotFound, Unauthorized, ValidationFailed
 from ..extensions import db, jobs
 from ..hotpath import Sql
 from ..models_base import utcnow
-from ..org.service import store_by_code
+from ..org.models import Staff, Store
+from ..org.service import audit, store_by_code
 from ..transaction import RetryTransaction, transactional
 from .models import OpenClient
 
@@ -52,6 +54,12 @@ _PRUNE_EVERY = 200  # without Redis, about one nonce insert in this many also de
 class SignatureRejected(Unauthorized):
     """401 with a stable code: signature_missing, client_unknown, timestamp_invalid, timestamp_expired,
     nonce_invalid, nonce_reused, signature_invalid."""
+
+
+class ClientDeactivated(Forbidden):
+    """A correctly signed request of a client the merchant deactivated (``flask clients deactivate``)."""
+
+    code, message = "client_deactivated", "该客户端已被商户停用，请联系商户管理员"
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,66 @@ def create_client(name: str, store_code: str | None = None) -> CreatedClient:
     return CreatedClient(Client(row.id, row.client_id, row.name, row.store_id, store_code), secret)
 
 
+@dataclass(frozen=True)
+class ClientInfo:
+    """A client as ``flask clients list`` shows it."""
+
+    client_id: str
+    name: str
+    store_code: str | None
+    active: bool
+    created_at: datetime
+    deactivated_at: datetime | None
+
+
+def list_clients() -> list[ClientInfo]:
+    rows = db.session.execute(
+        select(OpenClient, Store.code).outerjoin(Store, Store.id == OpenClient.store_id).order_by(OpenClient.id)
+    ).all()
+    return [ClientInfo(c.client_id, c.name, code, bool(c.active), c.created_at, c.deactivated_at) for c, code in rows]
+
+
+class ClientAmbiguous(ValidationFailed):
+    code, message = "client_ambiguous", "有多个客户端使用这个名称，请用 client_id 指定"
+
+
+@transactional
+def set_active(ref: str, active: bool, *, by: str, reason: str = "") -> tuple[ClientInfo, bool]:
+    """Deactivate or reactivate a client named by its ``client_id`` or its name; (the client, whether it
+    changed). A change is one audit row (who: ``by``, a staff username when it is one; when: the row's
+    time; why: ``reason``) in the same transaction. A deactivated client moves no money from the commit on
+    (``_run_idempotent``); a worker's cache lets it read, or a reactivated one back in, within
+    ``OPEN_CLIENT_CACHE_SECONDS``."""
+    by = (by or "").strip()
+    if not by or len(by) > 64:
+        raise ValidationFailed("请用 --by 写明操作人（最长 64 个字符）", code="invalid_operator")
+    if not isinstance(reason, str) or len(reason) > 200:
+        raise ValidationFailed("原因最长 200 个字符", code="invalid_reason")
+    found = db.session.scalars(
+        select(OpenClient).where(or_(OpenClient.client_id == ref, OpenClient.name == ref)).with_for_update()
+    ).all()
+    by_id = [c for c in found if c.client_id == ref]
+    if by_id:
+        found = by_id
+    if not found:
+        raise NotFound("客户端不存在", code="client_not_found")
+    if len(found) > 1:
+        raise ClientAmbiguous(details={"client_ids": [c.client_id for c in found]})
+    client = found[0]
+    changed = bool(client.active) != active
+    if changed:
+        client.active = active
+        if not active:
+            client.deactivated_at = utcnow()
+        staff_id = db.session.scalar(select(Staff.id).where(Staff.username == by))
+        action = "open_client_reactivate" if active else "open_client_deactivate"
+        audit(staff_id, action, f"open_client:{client.client_id}", f"by {by}" + (f": {reason}" if reason else ""))
+        db.session.flush()
+    code = db.session.scalar(select(Store.code).where(Store.id == client.store_id)) if client.store_id else None
+    info = ClientInfo(client.client_id, client.name, code, active, client.created_at, client.deactivated_at)
+    return info, changed
+
+
 # ---------------------------------------------------------------------------------------------------
 # Verifying a request
 
@@ -182,6 +250,10 @@ def verify_request(
     given = values["X-Signature"]
     if not (given.isascii() and hmac.compare_digest(expected, given)):
         raise reject("signature_invalid", "签名错误")
+    if not row.active:  # told only to the holder of the secret: others learn nothing about the client
+        log.warning("open api request rejected: client_deactivated (client %r, %s, from %s)", client_id, path[:200],
+                    remote_addr)  # fmt: skip
+        raise ClientDeactivated()
     client = Client(row.id, row.client_id, row.name, row.store_id, row.store_code)
     if remember_nonce:
         _remember_nonce(client, nonce, remote_addr)
@@ -196,18 +268,23 @@ class _ClientRow:
     store_id: int | None
     secret_ciphertext: str
     store_code: str | None
+    active: bool
 
 
+# Inactive clients too: a deactivated one that signs correctly is told so (403 client_deactivated).
 _CLIENT_BY_ID = Sql(
-    "SELECT c.id, c.client_id, c.name, c.store_id, c.secret_ciphertext, s.code FROM open_client c "
-    "LEFT OUTER JOIN store s ON s.id = c.store_id WHERE c.client_id = ? AND c.active = 1"
+    "SELECT c.id, c.client_id, c.name, c.store_id, c.secret_ciphertext, s.code, c.active FROM open_client c "
+    "LEFT OUTER JOIN store s ON s.id = c.store_id WHERE c.client_id = ?"
 )
 _CACHE_MAX = 1000
 
 
 def client_cache_seconds() -> float:
     """How long a worker process may keep a client row and its decrypted secret (``OPEN_CLIENT_CACHE_SECONDS``,
-    default 5): a deactivated client, or one created again with a new secret, is refused within that time."""
+    default 5). A deactivated client moves no money from the moment the deactivation commits (``_stored``
+    reads the flag in the operation's own transaction); within this time it may still read (member
+    lookup, charge query).
+    A reactivated client is let in again within this time."""
     value = current_app.config.get("OPEN_CLIENT_CACHE_SECONDS")
     if value is None:
         value = os.environ.get("OPEN_CLIENT_CACHE_SECONDS") or 5
@@ -242,7 +319,7 @@ def _known_client(client_id: str) -> tuple[_ClientRow, str | None] | None:
 
 def _load_client(client_id: str) -> _ClientRow | None:
     found = _CLIENT_BY_ID.one(hotpath.cursor(), (client_id,))
-    return None if found is None else _ClientRow(*found)
+    return None if found is None else _ClientRow(*found[:6], active=bool(found[6]))
 
 
 def nonce_in_transaction() -> bool:
@@ -349,8 +426,10 @@ def run_idempotent(
         db.session.rollback()
         if nonce is not None:
             remember_nonce(client, nonce)
-        stored = _stored(client.id, key)
-        db.session.rollback()
+        try:
+            stored = _stored(client.id, key)
+        finally:
+            db.session.rollback()
         if stored is None:
             raise
         return _replay(stored, fingerprint)
@@ -360,8 +439,11 @@ class _NonceTaken(Exception):
     """The request's nonce is in ``open_nonce`` already: the transaction is rolled back, the answer is 401."""
 
 
+# The key's stored answer, and the client's active flag as the operation's own transaction reads it
+# (whatever a worker's cache says), in the one statement the operation starts with anyway.
 _STORED = Sql(
-    "SELECT request_hash, status_code, response_json FROM open_request WHERE client_id = ? AND idempotency_key = ?"
+    "SELECT c.active, r.request_hash, r.status_code, r.response_json FROM open_client c "
+    "LEFT OUTER JOIN open_request r ON r.client_id = c.id AND r.idempotency_key = ? WHERE c.id = ?"
 )
 _STORE_ANSWER = Sql(
     "INSERT INTO open_request (client_id, idempotency_key, request_hash, status_code, response_json, created_at) "
@@ -396,8 +478,12 @@ def _run_idempotent(
 
 
 def _stored(client_pk: int, key: str) -> tuple[str, int, str] | None:
-    row = _STORED.one(hotpath.cursor(), (client_pk, key))
-    return None if row is None else (row[0], row[1], row[2])
+    """The answer stored under ``key``, if any. ``ClientDeactivated`` when the client is stopped: a
+    deactivated client moves no money and gets no stored answer from the moment that commits."""
+    row = _STORED.one(hotpath.cursor(), (key, client_pk))
+    if row is None or not row[0]:
+        raise ClientDeactivated()
+    return None if row[1] is None else (row[1], row[2], row[3])
 
 
 def _replay(stored: tuple[str, int, str], fingerprint: str) -> Answer:

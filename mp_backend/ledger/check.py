@@ -9,9 +9,11 @@ never reports a debit committed between two of its reads as a broken wallet:
 2. no bucket is negative, in the wallet or in any row;
 3. every idempotency key took effect once;
 4. every row obeys the rule of its kind: a credit moves one bucket by its amount; a debit or hold takes
-   exactly its amount; captures and voids mirror the hold they close; a refund points at a payment of
-   the same member, gives back exactly its amount and never, with the refunds before it, more than
-   each bucket of the payment took; a withdrawal takes principal only; a reversal mirrors its credit;
+   exactly its amount, split by a spending policy, or (a hold only) exactly as the buckets its caller
+   named and the row records (``split_principal_fen``); captures and voids mirror the hold they close;
+   a refund points at a payment of the same member, gives back exactly its amount and never, with the
+   refunds before it, more than each bucket of the payment took; a withdrawal takes principal only; a
+   reversal mirrors its credit;
 5. the held bucket equals the open holds, no entry is closed twice, and the refund guard
    (``payment_refundable``) agrees with the refunds in the ledger;
 6. points: every member's points entries add up to what their lots hold, lot by lot.
@@ -137,11 +139,11 @@ def _replay_rows(
     rows = _stream(
         conn,
         "SELECT id, member_id, kind, amount_fen, principal_delta_fen, bonus_delta_fen, held_delta_fen, "
-        "principal_after_fen, bonus_after_fen, held_after_fen, related_entry_id, closes_entry_id "
+        "principal_after_fen, bonus_after_fen, held_after_fen, related_entry_id, closes_entry_id, split_principal_fen "
         "FROM ledger_entry ORDER BY member_id, id",
         batch_size,
     )
-    for eid, member_id, kind, amount, dp, dbonus, dh, pa, ba, ha, related, closes in rows:
+    for eid, member_id, kind, amount, dp, dbonus, dh, pa, ba, ha, related, closes, named in rows:
         if member_id != current:
             current, expected, alternative = member_id, [0, 0, 0], None
             sums[member_id] = [0, 0, 0]
@@ -150,7 +152,11 @@ def _replay_rows(
         total[1] += dbonus
         total[2] += dh
         stored = [pa, ba, ha]
-        if kind in SPEND_KINDS and not _split_by_a_policy(amount, expected[0], expected[1], -dp, -dbonus, policies):
+        if named is not None:
+            why = _named_split_error(kind, amount, dp, dbonus, named)
+            if why:
+                findings.row(eid, member_id, "split", why)
+        elif kind in SPEND_KINDS and not _split_by_a_policy(amount, expected[0], expected[1], -dp, -dbonus, policies):
             findings.row(
                 eid,
                 member_id,
@@ -180,6 +186,15 @@ def _split_by_a_policy(amount: int, principal: int, bonus: int, took_principal: 
     if took_principal + took_bonus != amount or amount > principal + bonus:
         return True  # the kind rule or the replay reports it
     return any(split_spend(amount, principal, bonus, policy) == (took_principal, took_bonus) for policy in policies)
+
+
+def _named_split_error(kind: str, amount: int, dp: int, dbonus: int, named: int) -> str | None:
+    """A row that records named buckets: only a hold may, and it must have taken exactly those."""
+    if kind != "hold":
+        return f"a {kind} records named buckets (principal {named}); only a hold may name its buckets"
+    if not 0 <= named <= amount or (-dp, -dbonus) != (named, amount - named):
+        return f"a hold of {amount} records named buckets ({named}, {amount - named}) but took ({-dp}, {-dbonus})"
+    return None
 
 
 def _shape_errors(kind: str, amount: int, dp: int, dbonus: int, dh: int, related: int | None,

@@ -59,6 +59,10 @@ class LedgerEntry(db.Model):  # type: ignore[name-defined]
     related_entry_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("ledger_entry.id"))
     # Set by capture, void and reversal: an entry can be closed once only, whatever the race.
     closes_entry_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("ledger_entry.id"), unique=True)
+    # A hold whose caller named its buckets (``ledger.hold(buckets=...)``: a recharge refund takes back
+    # exactly what the recharge gave): the principal it named, the rest of its amount being bonus. NULL:
+    # split by the spending policy. ``ledger check`` accepts a named split only when the deltas are it.
+    split_principal_fen: Mapped[int | None] = mapped_column(BigId)
     store_id: Mapped[int | None] = mapped_column(ForeignKey("store.id"))
     operator: Mapped[str] = mapped_column(String(64))
     reference: Mapped[str | None] = mapped_column(ExactString(64))

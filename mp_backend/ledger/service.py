@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +87,7 @@ ENTRY_COLUMNS = (
 _INSERT_COLUMNS = (
     "member_id, kind, amount_fen, principal_delta_fen, bonus_delta_fen, held_delta_fen, principal_after_fen, "
     "bonus_after_fen, held_after_fen, related_entry_id, closes_entry_id, store_id, operator, reference, "
-    "idempotency_key, request_hash, note, created_at"
+    "idempotency_key, request_hash, note, created_at, split_principal_fen"
 )
 
 
@@ -111,7 +111,7 @@ class _Statements:
         self.entry_by_key = sql(f"{entry} WHERE idempotency_key = ?")
         # A locking read: the latest committed settlement, whatever the isolation level's snapshot says.
         self.closer_of = sql(f"SELECT kind FROM ledger_entry WHERE closes_entry_id = ?{lock}")
-        self.insert_entry = sql(f"INSERT INTO ledger_entry ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 18)})")
+        self.insert_entry = sql(f"INSERT INTO ledger_entry ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 19)})")
         self.apply_deltas = sql(
             "UPDATE wallet SET principal_fen = principal_fen + ?, bonus_fen = bonus_fen + ?, held_fen = held_fen + ? "
             "WHERE member_id = ?"
@@ -256,6 +256,7 @@ class _Request:
     store_id: int | None = None
     reference: str | None = None
     note: str = ""
+    split_principal_fen: int | None = None  # a hold that names its buckets: the principal it takes
 
     def fingerprint(self) -> str:
         # The note is for people and may be reworded on a retry; everything else defines the request.
@@ -269,6 +270,8 @@ class _Request:
             self.operator,
             self.reference,
         ]
+        if self.split_principal_fen is not None:  # only then, so every other request's hash is as before
+            fields.append(self.split_principal_fen)
         return hashlib.sha256(json.dumps(fields, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -332,8 +335,19 @@ def hold(
     store_id: int | None = None,
     reference: str | None = None,
     note: str = "",
+    buckets: Mapping[str, int] | None = None,
 ) -> Posting:
-    """Freeze an amount for a payment that settles later; capture or void it by the hold's entry id."""
+    """Freeze an amount for a payment that settles later; capture or void it by the hold's entry id.
+
+    ``buckets={"principal": x, "bonus": y}`` (non-negative fen adding up to the amount) names what the
+    hold takes from each bucket instead of the spending policy: a recharge refund holds exactly the
+    principal and bonus its recharge gave. The row records the named principal (``split_principal_fen``)
+    so ``ledger check`` accepts the split; a full capture or a void gives back exactly those buckets."""
+    if buckets is not None:
+        named = _named_principal(buckets, amount_fen)
+        request = _Request("hold", key, operator, amount_fen, member_id, store_id=store_id, reference=reference,
+                           note=note, split_principal_fen=named)  # fmt: skip
+        return _execute(request, _plan_named_hold)
     request = _Request("hold", key, operator, amount_fen, member_id, store_id=store_id, reference=reference, note=note)
     return _execute(request, _plan_spend)
 
@@ -456,12 +470,14 @@ def set_frozen(member_id: int, frozen: bool) -> None:
         raise MemberNotFound()
 
 
-def get_balance(member_id: int) -> Balance:
+def get_balance(member_id: int, *, for_update: bool = False) -> Balance:
+    """The wallet's buckets; ``for_update``: locked until the caller's transaction ends (a caller that
+    decides an amount from them, as a recharge refund does, so no spend slips in between)."""
     tx = _Tx()
-    row = tx.one(tx.sql.balance, (_member_id(member_id),))
+    row = tx.one(tx.sql.lock_wallet if for_update else tx.sql.balance, (_member_id(member_id),))
     if row is None:
         raise MemberNotFound()
-    return Balance(*row)
+    return Balance(row[0], row[1], row[2])
 
 
 def find_entry(entry_id: int) -> Posting:
@@ -549,6 +565,7 @@ def _apply(request: _Request, plan: Planner) -> Posting:
         request.fingerprint(),
         request.note[:MAX_NOTE_LENGTH],  # a note is for people: keep what fits the column
         tx.timestamp(),
+        request.split_principal_fen,
     )
     try:
         entry_id = tx.run(tx.sql.insert_entry, params).lastrowid
@@ -693,6 +710,35 @@ def _plan_spend(tx: _Tx, r: _Request) -> _Plan:
     )
     held = r.amount_fen if r.kind == "hold" else 0
     return _Plan(r.member_id, r.amount_fen, -from_principal, -from_bonus, held, before)
+
+
+def _named_principal(buckets: object, amount_fen: object) -> int:
+    """The principal share of a hold's named ``buckets``, checked: only the two buckets, each a
+    non-negative int, adding up to the amount (whether the wallet has them is the plan's to say)."""
+    if not isinstance(buckets, Mapping) or not buckets or not set(buckets) <= {"principal", "bonus"}:
+        raise ValidationFailed('buckets 须为 {"principal": 分, "bonus": 分}', code="invalid_buckets")
+    principal, bonus = buckets.get("principal", 0), buckets.get("bonus", 0)
+    if type(principal) is not int or type(bonus) is not int or principal < 0 or bonus < 0:
+        raise ValidationFailed("各余额类型的金额必须是不小于 0 的整数（单位：分）", code="invalid_buckets")
+    if type(amount_fen) is int and principal + bonus != amount_fen:
+        raise ValidationFailed(
+            "各余额类型的金额之和必须等于冻结金额",
+            code="invalid_buckets",
+            details={"amount_fen": amount_fen, "principal_fen": principal, "bonus_fen": bonus},
+        )
+    return principal
+
+
+def _plan_named_hold(tx: _Tx, r: _Request) -> _Plan:
+    assert r.member_id is not None and r.amount_fen is not None and r.split_principal_fen is not None
+    before = _lock_active(tx, r.member_id)
+    from_principal, from_bonus = r.split_principal_fen, r.amount_fen - r.split_principal_fen
+    if from_principal > before.principal_fen or from_bonus > before.bonus_fen:
+        raise InsufficientBalance(
+            "余额不足：充值余额或赠送余额不够冻结指定的金额",
+            details={"principal_fen": before.principal_fen, "bonus_fen": before.bonus_fen},
+        )
+    return _Plan(r.member_id, r.amount_fen, -from_principal, -from_bonus, r.amount_fen, before)
 
 
 def _plan_capture(tx: _Tx, r: _Request) -> _Plan:

@@ -11,12 +11,12 @@ What is taken back, decided when the refund is requested (one refund per recharg
   ``P - S`` in cash (the spent bonus is paid for out of the refund); ``refuse`` refuses the refund
   (``recharge_bonus_spent``) when ``S > 0``.
 
-``P + B`` is HELD (``ledger.hold``) in the request's transaction, so spending before WeChat confirms
-cannot shrink it; the cash ``P - S`` goes back through WeChat Pay's refund API. WeChat's refund
-notification SUCCESS captures the hold; a refusal or a failed refund voids it.
-Known limit: ``ledger.hold`` splits an amount across principal and bonus by the spending policy and
-takes no bucket, so the held ``P + B`` comes from the buckets in the policy's proportions, not exactly
-``P`` from principal and ``B`` from bonus (exact when the wallet holds only this recharge's money).
+``P + B`` is HELD in the request's transaction, so spending before WeChat confirms cannot shrink it:
+exactly ``P`` from principal and ``B`` from bonus (``ledger.hold(buckets=...)``, decided on the wallet
+locked in that transaction), whatever the spending policy, so the member's other money, paid-in or
+gift, is never touched. The cash ``P - S`` goes back through WeChat Pay's refund API. WeChat's refund
+notification SUCCESS captures the hold in full (those same buckets); a refusal or a failed refund voids
+it (they come back as they were).
 
 Rewards: coupons the recharge gave that are still unused are voided (status ``expired``) when the
 refund succeeds; used ones stay used. The points it gave (the rule's reward points and those the
@@ -26,7 +26,6 @@ records what could not be taken back).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import current_app
@@ -43,8 +42,6 @@ from ..org import service as org
 from ..transaction import transactional
 from ..wechat import refunds as wechat_refunds
 from .models import Coupon, RechargeOrder
-
-log = logging.getLogger(__name__)
 
 OUT_REFUND_NO_PREFIX = "Q"
 POLICIES = ("deduct_spent_bonus", "refuse")
@@ -109,7 +106,7 @@ def _open(staff_id: int, out_trade_no: str, reason: str) -> int:
     if order.status != "paid":
         raise RechargeNotRefundable("只有已入账的微信充值订单可以退款")
     chosen = policy()
-    balance = ledger.get_balance(order.member_id)
+    balance = ledger.get_balance(order.member_id, for_update=True)  # nothing spends until the hold is in
     principal_back = min(order.amount_fen, balance.principal_fen)
     bonus_back = min(order.bonus_fen, balance.bonus_fen)
     bonus_spent = order.bonus_fen - bonus_back
@@ -132,6 +129,7 @@ def _open(staff_id: int, out_trade_no: str, reason: str) -> int:
         store_id=order.store_id,
         reference=order.out_trade_no,
         note=f"充值退款冻结：退 {yuan(cash)} 元"[:255],
+        buckets={"principal": principal_back, "bonus": bonus_back},
     )
     refund = model(
         order_id=order.id,
@@ -242,35 +240,22 @@ def settle_refund(refund_id: int, *, success: bool, wechat_refund_id: str = "", 
     return True
 
 
-def handle_refund_result(note: wechat_refunds.RefundNotification) -> Any:
-    from ..spending.refunds import NotifyOutcome, refund_mismatch
+def notified_refund(out_refund_no: str) -> Any:
+    """The record a refund notification (``spending.refunds.handle_refund_notification``) is checked
+    against: a ``NotifiedRefund``, or None for an unknown ``out_refund_no``."""
+    from ..spending.refunds import NotifiedRefund
 
     model = _models()
-    refund = db.session.scalars(
-        select(model).where(model.out_refund_no == note.info.get("out_refund_no", "")[:32])
-    ).first()
+    refund = db.session.scalars(select(model).where(model.out_refund_no == out_refund_no)).first()
     if refund is None:
-        db.session.rollback()
-        return NotifyOutcome(False, "退款单不存在")
+        return None
     order = db.session.get(RechargeOrder, refund.order_id)
     assert order is not None
-    problem = refund_mismatch(note, appid=order.appid, out_trade_no=order.out_trade_no, refund_fee=refund.cash_fen)
-    refund_id, status, known = refund.id, refund.status, refund.refund_id
-    db.session.rollback()
-    if problem:
-        log.warning("recharge refund notify %s refused: %s", refund_id, problem)
-        return NotifyOutcome(False, problem)
-    wechat_id = note.info.get("refund_id", "")
-    if status != "processing":
-        return NotifyOutcome(known == wechat_id or status == "failed")
-    success = note.info.get("refund_status") == "SUCCESS"
-    settle_refund(
-        refund_id,
-        success=success,
-        wechat_refund_id=wechat_id,
-        why=f"微信退款未成功（{note.info.get('refund_status')}）",
-    )
-    return NotifyOutcome(True)
+    return NotifiedRefund(refund.id, refund.status, refund.refund_id, order.appid, order.out_trade_no, refund.cash_fen)
+
+
+def settle_notified(refund_id: int, success: bool, wechat_refund_id: str, why: str) -> None:
+    settle_refund(refund_id, success=success, wechat_refund_id=wechat_refund_id, why=why)
 
 
 def _order_no(order_id: int) -> str:

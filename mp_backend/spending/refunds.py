@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -292,10 +293,28 @@ class NotifyOutcome:
     message: str = "OK"
 
 
-def handle_refund_notification(body: bytes) -> NotifyOutcome:
-    """Decrypt, check against our refund record (appid, mch_id, out_refund_no, refund_fee), settle once.
+@dataclass(frozen=True)
+class NotifiedRefund:
+    """What a refund notification is checked against: our refund record and the payment it refunds."""
 
-    A replay (same refund id, already settled) is acknowledged and changes nothing."""
+    id: int
+    status: str  # processing, success, failed
+    wechat_refund_id: str | None  # WeChat's refund id, once known
+    appid: str | None
+    out_trade_no: str | None
+    refund_fee: int  # what we asked WeChat to refund
+
+
+# settle(refund id, success, WeChat's refund id, why it failed): once per refund, a no-op after
+Settle = Callable[[int, bool, str, str], object]
+
+
+def handle_refund_notification(body: bytes) -> NotifyOutcome:
+    """Decrypt, check against our refund record (appid, mch_id, out_trade_no, refund_fee), settle once.
+
+    Both kinds of refund share this path: order payments (``F...``, here) and recharges (``Q...``,
+    ``recharge.refunds``); each kind says how to find its record and how to settle it. A replay (the
+    same refund id, already settled) is acknowledged and changes nothing."""
     note = wechat_refunds.parse_refund_notification(body)
     if note is None:
         log.warning("refund notify: not a WeChat refund notification (%d bytes)", len(body or b""))
@@ -304,29 +323,40 @@ def handle_refund_notification(body: bytes) -> NotifyOutcome:
     from ..recharge import refunds as recharge_refunds
 
     if out_refund_no.startswith(recharge_refunds.OUT_REFUND_NO_PREFIX):
-        return recharge_refunds.handle_refund_result(note)
-    refund = db.session.scalars(select(PaymentRefund).where(PaymentRefund.out_refund_no == out_refund_no)).first()
-    if refund is None:
-        db.session.rollback()
+        found, settle = recharge_refunds.notified_refund(out_refund_no), recharge_refunds.settle_notified
+    else:
+        found, settle = _notified_refund(out_refund_no), _settle_notified
+    db.session.rollback()  # the lookups' transaction: settling runs in one of its own
+    if found is None:
         return NotifyOutcome(False, "退款单不存在")
-    payment = db.session.get(OrderPayment, refund.payment_id)
-    assert payment is not None
-    problem = refund_mismatch(
-        note, appid=payment.appid, out_trade_no=payment.out_trade_no, refund_fee=refund.wechat_fen
-    )
-    refund_id, status, known_refund_id = refund.id, refund.status, refund.refund_id
-    db.session.rollback()
+    problem = refund_mismatch(note, appid=found.appid, out_trade_no=found.out_trade_no, refund_fee=found.refund_fee)
     if problem:
         log.warning("refund notify %s refused: %s", out_refund_no, problem)
         return NotifyOutcome(False, problem)
     wechat_id = note.info.get("refund_id", "")
-    if status != "processing":
-        return NotifyOutcome(known_refund_id == wechat_id or status == "failed")
-    if note.info.get("refund_status") == "SUCCESS":
-        _succeeded(refund_id, wechat_id)
-    else:
-        _failed(refund_id, f"微信退款未成功（{note.info.get('refund_status')}）")
+    if found.status != "processing":
+        return NotifyOutcome(found.wechat_refund_id == wechat_id or found.status == "failed")
+    success = note.info.get("refund_status") == "SUCCESS"
+    settle(found.id, success, wechat_id, f"微信退款未成功（{note.info.get('refund_status')}）")
     return NotifyOutcome(True)
+
+
+def _notified_refund(out_refund_no: str) -> NotifiedRefund | None:
+    refund = db.session.scalars(select(PaymentRefund).where(PaymentRefund.out_refund_no == out_refund_no)).first()
+    if refund is None:
+        return None
+    payment = db.session.get(OrderPayment, refund.payment_id)
+    assert payment is not None
+    return NotifiedRefund(
+        refund.id, refund.status, refund.refund_id, payment.appid, payment.out_trade_no, refund.wechat_fen
+    )
+
+
+def _settle_notified(refund_id: int, success: bool, wechat_refund_id: str, why: str) -> None:
+    if success:
+        _succeeded(refund_id, wechat_refund_id)
+    else:
+        _failed(refund_id, why)
 
 
 def refund_mismatch(

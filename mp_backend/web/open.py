@@ -3,7 +3,8 @@
 Every request is signed (X-Client-Id, X-Timestamp, X-Nonce, X-Signature), checked before anything
 else, even before the body is validated. Mutating calls carry an ``Idempotency-Key``: the same key
 with the same body answers the first answer again (header ``Idempotent-Replayed: true``) and moves no
-money twice; with a different body it is 409 ``idempotency_conflict``.
+money twice; with a different body it is 409 ``idempotency_conflict``. A client the merchant
+deactivated (``flask clients deactivate``) is refused with 403 ``client_deactivated``.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def _idempotent(body: Any, operation) -> tuple[dict[str, Any], int, dict[str, st
 @blp.response(200, MemberLookupOut)
 @blp.alt_response(400, schema=Error)
 @blp.alt_response(401, schema=Error)
+@blp.alt_response(403, schema=Error)
 @blp.alt_response(404, schema=Error)
 @blp.alt_response(409, schema=Error)
 @blp.doc(security=SIGNED)
@@ -133,6 +135,7 @@ def create_charge(body: dict) -> Any:
 @blp.response(200, ChargeList)
 @blp.alt_response(400, schema=Error)
 @blp.alt_response(401, schema=Error)
+@blp.alt_response(403, schema=Error)
 @blp.doc(security=SIGNED)
 def charges_by_order(query: dict) -> dict:
     """This client's charges and holds with the merchant's ``order_no``, with their refunds."""
@@ -158,6 +161,7 @@ def create_hold(body: dict) -> Any:
 @blp.response(200, CaptureOut)
 @blp.alt_response(400, schema=Error)
 @blp.alt_response(401, schema=Error)
+@blp.alt_response(403, schema=Error)
 @blp.alt_response(404, schema=Error)
 @blp.alt_response(409, schema=Error)
 @blp.doc(**MUTATING)
@@ -169,6 +173,7 @@ def capture_hold(body: dict, hold_id: int) -> Any:
 @blp.route("/holds/<big_id:hold_id>/void", methods=["POST"])
 @blp.response(200, VoidOut)
 @blp.alt_response(401, schema=Error)
+@blp.alt_response(403, schema=Error)
 @blp.alt_response(404, schema=Error)
 @blp.alt_response(409, schema=Error)
 @blp.doc(**MUTATING)
@@ -182,6 +187,7 @@ def void_hold(hold_id: int) -> Any:
 @blp.response(201, RefundOut)
 @blp.alt_response(400, schema=Error)
 @blp.alt_response(401, schema=Error)
+@blp.alt_response(403, schema=Error)
 @blp.alt_response(404, schema=Error)
 @blp.alt_response(409, schema=Error)
 @blp.doc(**MUTATING)

@@ -145,6 +145,13 @@ class ChargeList(Schema):
     items = fields.List(fields.Nested(ChargeItem), required=True)
 
 
+class PayCodeQuery(Schema):
+    qr = fields.String(
+        validate=validate.OneOf(["svg"]), metadata={"description": "`svg`: the code as a QR code too (`qr_svg`)"}
+    )
+
+
 class PayCodeOut(Schema):
     code = fields.String(required=True, metadata={"description": "18 digits, single use"})
     expires_in = fields.Integer(required=True, metadata={"description": "seconds"})
+    qr_svg = fields.String(metadata={"description": "with `?qr=svg`: an SVG image of the QR code of `code`"})

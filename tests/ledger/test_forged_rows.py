@@ -54,6 +54,7 @@ FORGED_COLUMNS = (
     "request_hash",
     "note",
     "created_at",
+    "split_principal_fen",
 )
 
 
@@ -137,6 +138,7 @@ def forge(
     related_entry_id: int | None = None,
     closes_entry_id: int | None = None,
     after_error: tuple[int, int, int] = (0, 0, 0),
+    split_principal_fen: int | None = None,
 ) -> int | None:
     """Append one row with consistent running balances and move the wallet to match; commit.
 
@@ -169,6 +171,7 @@ def forge(
         "request_hash": "0" * 64,
         "note": "",
         "created_at": utcnow(),
+        "split_principal_fen": split_principal_fen,
     }
     rows_before = count_rows("ledger_entry")
     try:
@@ -505,3 +508,56 @@ def test_capture_that_takes_only_bonus_is_named(history):
     )
     # then
     assert only_row(check_ledger(), forged).invariant == "split"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Holds that name their buckets (a recharge refund's take-back): the split must be the one recorded
+
+
+def test_hold_with_a_split_no_policy_gives_and_no_named_buckets_is_named(history, runner):
+    # given B with 38.00 principal and 8.00 bonus: a forged hold of 8.00 that takes it all from bonus
+    # and does not record named buckets (proportional: about 6.61 + 1.39)
+    forged = forge(history.b, "hold", 800, (0, -800, 800))
+    correct = then_correct_rows_follow(history)
+    # then the checker names it, as it names such a debit
+    assert_only_the_forged_row_is_named(forged, correct, runner)
+    assert only_row(check_ledger(), forged).invariant == "split"
+
+
+def test_hold_whose_deltas_are_not_its_recorded_buckets_is_named(history, runner):
+    # given a forged hold of 8.00 from B that records named buckets 8.00 principal + 0 bonus, but took
+    # the 8.00 from bonus (gift money frozen, then paid back through WeChat as principal on capture)
+    forged = forge(history.b, "hold", 800, (0, -800, 800), split_principal_fen=800)
+    correct = then_correct_rows_follow(history)
+    assert_only_the_forged_row_is_named(forged, correct, runner)
+    problem = only_row(check_ledger(), forged)
+    assert problem.invariant == "split" and "(800, 0)" in problem.detail and "(0, 800)" in problem.detail
+
+
+@pytest.mark.parametrize("named", [-100, 900], ids=["negative", "above-amount"])
+def test_hold_recording_impossible_named_buckets_is_named(history, runner, named):
+    # given a hold of 8.00 recording a principal share outside 0..8.00 (its deltas add up, the record lies)
+    forged = forge(history.b, "hold", 800, (-named, named - 800, 800), split_principal_fen=named)
+    correct = then_correct_rows_follow(history)
+    assert_only_the_forged_row_is_named(forged, correct, runner)
+
+
+def test_debit_that_records_named_buckets_is_named(history, runner):
+    # given a debit of 8.00 from B all from bonus that claims named buckets: only a hold may name them
+    forged = forge(history.b, "debit", 800, (0, -800, 0), split_principal_fen=0)
+    correct = then_correct_rows_follow(history)
+    assert_only_the_forged_row_is_named(forged, correct, runner)
+    assert "only a hold may name its buckets" in only_row(check_ledger(), forged).detail
+
+
+def test_named_hold_its_capture_and_void_are_accepted(history, runner):
+    # given holds of B's written by the service with named buckets (all bonus, then all principal)
+    bonus_only = ledger.hold(history.b, 800, key="named-1", operator="t", buckets={"principal": 0, "bonus": 800})
+    principal_only = ledger.hold(history.b, 500, key="named-2", operator="t", buckets={"principal": 500})
+    # when one is captured in full and the other voided
+    ledger.capture(bonus_only.entry_id, key="named-1-capture", operator="t")
+    ledger.void(principal_only.entry_id, key="named-2-void", operator="t")
+    then_correct_rows_follow(history)
+    # then nothing is reported
+    assert_ledger_ok()
+    assert runner.invoke(args=["ledger", "check"]).exit_code == 0

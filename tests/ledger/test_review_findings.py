@@ -138,7 +138,7 @@ def test_sqlite_replace_from_another_tool_cannot_rewrite_a_ledger_row(make_membe
             "REPLACE INTO ledger_entry SELECT id, member_id, kind, 2000000, principal_delta_fen, bonus_delta_fen,"
             " held_delta_fen, principal_after_fen, bonus_after_fen, held_after_fen, related_entry_id,"
             " closes_entry_id, store_id, 'staff:someone-else', reference, idempotency_key, request_hash, note,"
-            " created_at FROM ledger_entry",
+            " created_at, split_principal_fen FROM ledger_entry",
             "INSERT OR REPLACE INTO ledger_entry (member_id, kind, amount_fen, principal_delta_fen, bonus_delta_fen,"
             " held_delta_fen, principal_after_fen, bonus_after_fen, held_after_fen, operator, idempotency_key,"
             " request_hash, note, created_at) SELECT member_id, kind, 1, 1, 0, 0, 1, 0, 0, 'x', idempotency_key,"

@@ -3,6 +3,8 @@ and refund-notify) and refunds of WeChat Pay recharges, through HTTP with the fa
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from sqlalchemy import select
 
@@ -179,6 +181,51 @@ def test_spending_between_request_and_notification_cannot_shrink_the_take_back(c
     assert_ledger_ok()
 
 
+@pytest.mark.parametrize("app_overrides", [{"SPENDING_POLICY": "proportional"}, {"SPENDING_POLICY": "bonus_first"}])
+def test_recharge_refund_takes_back_exactly_the_buckets_the_recharge_gave(client, fake, admin, rule, payer):
+    # given a member with 50 yuan of her own and 30 yuan of gift money from elsewhere
+    token, _ = payer("quin", principal_fen=5_000, bonus_fen=3_000)
+    # and a recharge of 100 yuan with 10 yuan bonus
+    no = recharge(client, fake, token, rule["id"])
+    assert balance(client, token) == {
+        "principal_fen": 15_000,
+        "bonus_fen": 4_000,
+        "held_fen": 0,
+        "available_fen": 19_000,
+    }
+    # when the merchant refunds the recharge
+    asked = refund_recharge(admin, no)
+    # then exactly the recharge's 100 principal and 10 bonus are held, whatever the spending policy
+    # (proportional would have held 86.84 principal + 23.16 bonus, bonus first 80 + 30)
+    assert (asked["principal_fen"], asked["bonus_fen"], asked["cash_fen"]) == (10_000, 1_000, 10_000)
+    assert balance(client, token) == {
+        "principal_fen": 5_000,
+        "bonus_fen": 3_000,
+        "held_fen": 11_000,
+        "available_fen": 8_000,
+    }
+    # and WeChat's confirmation takes exactly those buckets: her own money is as it was
+    assert fake.notify_refund(asked["out_refund_no"], client).acknowledged
+    assert balance(client, token) == {"principal_fen": 5_000, "bonus_fen": 3_000, "held_fen": 0, "available_fen": 8_000}
+    assert_ledger_ok()
+
+
+def test_refused_recharge_refund_gives_the_exact_buckets_back(client, fake, admin, rule, payer):
+    # given the same member and recharge, and a refund WeChat then refuses
+    token, _ = payer("ruth", principal_fen=5_000, bonus_fen=3_000)
+    no = recharge(client, fake, token, rule["id"])
+    asked = refund_recharge(admin, no)
+    assert fake.notify_refund(asked["out_refund_no"], client, refund_status="CHANGE").acknowledged
+    # then every bucket is back as it was before the refund was asked
+    assert balance(client, token) == {
+        "principal_fen": 15_000,
+        "bonus_fen": 4_000,
+        "held_fen": 0,
+        "available_fen": 19_000,
+    }
+    assert_ledger_ok()
+
+
 def test_failed_recharge_refund_releases_the_hold_and_coupons_are_voided_on_success(client, fake, admin, payer):  # type: ignore[no-untyped-def]
     template = admin(
         "POST", "/admin/api/coupon-templates", {"name": "满100减10", "kind": "amount_off", "value": 1_000}, 201
@@ -197,4 +244,65 @@ def test_failed_recharge_refund_releases_the_hold_and_coupons_are_voided_on_succ
     assert refund_recharge(admin, no, status=409)["error"]["code"] == "recharge_already_refunded"
     db.session.rollback()
     assert {c.status for c in db.session.scalars(select(Coupon))} == {"unused"}
+    assert_ledger_ok()
+
+
+# ---------------------------------------------------------------------------------------------------
+# One refund-notify path for both kinds (order payments F..., recharges Q...)
+
+
+@pytest.fixture(params=["payment", "recharge"])
+def processing_refund(request, client, fake, admin, rule, payer):  # type: ignore[no-untyped-def]
+    """(kind, out_refund_no, token, balance once WeChat confirms, balance if it never does): a refund of
+    either kind waiting for WeChat's notification."""
+    token, _ = payer("tess")
+    if request.param == "payment":
+        no = pay(client, token, "SO-9", 2_000)["out_trade_no"]
+        assert fake.pay(no, client).acknowledged
+        asked = refund(admin, payment_id_of(admin, client, token, "SO-9"), 2_000, "rf-1")["refund"]
+        return request.param, asked["out_refund_no"], token, 0, 0
+    asked = refund_recharge(admin, recharge(client, fake, token, rule["id"]))
+    return request.param, asked["out_refund_no"], token, 0, 11_000
+
+
+def refund_status(kind: str, out_refund_no: str) -> str:
+    from mp_backend.spending.models import PaymentRefund, RechargeRefund
+
+    model = PaymentRefund if kind == "payment" else RechargeRefund
+    db.session.rollback()
+    return db.session.scalars(select(model.status).where(model.out_refund_no == out_refund_no)).one()
+
+
+def test_refund_notify_refuses_what_does_not_match_and_settles_once(client, fake, processing_refund):
+    kind, out_refund_no, token, after_success, _ = processing_refund
+    # a notification whose amount, order or refund number is not ours is refused and settles nothing
+    assert not fake.notify_refund(out_refund_no, client, refund_fee=1).acknowledged
+    assert not fake.notify_refund(out_refund_no, client, out_trade_no="someone-elses").acknowledged
+    ghost = copy.copy(fake.refunds[out_refund_no])  # the same refund at WeChat, under a number we never made
+    ghost.out_refund_no = out_refund_no[0] + "0" * 24
+    fake.refunds[ghost.out_refund_no] = ghost
+    assert not fake.notify_refund(ghost.out_refund_no, client).acknowledged
+    assert not fake.notify_refund(out_refund_no, client, refund_id="").acknowledged
+    assert refund_status(kind, out_refund_no) == "processing"
+    # the real one settles it; its replay is acknowledged and changes nothing
+    assert fake.notify_refund(out_refund_no, client).acknowledged
+    assert refund_status(kind, out_refund_no) == "success"
+    before = balance(client, token)
+    assert before["available_fen"] + before["held_fen"] == after_success
+    assert fake.notify_refund(out_refund_no, client).acknowledged
+    # a "replay" naming another WeChat refund id is not ours to acknowledge
+    assert not fake.notify_refund(out_refund_no, client, refund_id="50000000000000000000000000000001").acknowledged
+    assert balance(client, token) == before
+    assert_ledger_ok()
+
+
+def test_refund_notify_failure_settles_once_and_then_acknowledges(client, fake, processing_refund):
+    kind, out_refund_no, token, _, after_failure = processing_refund
+    assert fake.notify_refund(out_refund_no, client, refund_status="REFUNDCLOSE").acknowledged
+    assert refund_status(kind, out_refund_no) == "failed"
+    # WeChat's retries of a failed refund are acknowledged and change nothing
+    assert fake.notify_refund(out_refund_no, client, refund_status="REFUNDCLOSE").acknowledged
+    assert fake.notify_refund(out_refund_no, client).acknowledged
+    assert refund_status(kind, out_refund_no) == "failed"
+    assert balance(client, token)["available_fen"] == after_failure
     assert_ledger_ok()

@@ -1,17 +1,15 @@
 """Without Redis a POST's nonce is written in its operation's own transaction (one commit): it is still
 single use when the operation is refused, when the request never reaches it, and under races between
-worker processes; a client row cached by a worker process stops working within its TTL."""
+worker processes. (A deactivated client, cached by a worker or not: tests/till/test_clients_cli.py.)"""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
-import time
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from mp_backend.extensions import db, jobs
 from tests.conftest import MYSQL, assert_ledger_ok, count_rows, make_config
@@ -97,22 +95,6 @@ def test_a_replayed_key_with_a_new_nonce_is_answered_and_its_nonce_kept(till, me
     assert balance_of(member["id"]) == (29_625, 9_875, 0)
     assert nonce_rows(2)
     assert_ledger_ok()
-
-
-def test_a_deactivated_client_is_refused_once_its_cached_row_expires(app, till, member):
-    # given a worker that keeps client rows for 0.2 s and has just served this client
-    app.config["OPEN_CLIENT_CACHE_SECONDS"] = 0.2
-    data, headers = signed(till, charge_body(member, 100, "NT-A"), key="a", nonce="nonce-a-0123456789ab")
-    assert post(till, data, headers).status_code == 201
-    # when the client is deactivated in the database (by another process) and the TTL passes
-    db.session.execute(text("UPDATE open_client SET active = 0"))
-    db.session.commit()
-    time.sleep(0.25)
-    data, headers = signed(till, charge_body(member, 100, "NT-B"), key="b", nonce="nonce-b-0123456789ab")
-    refused = post(till, data, headers)
-    # then it is refused, and nothing more moved
-    assert refused.status_code == 401 and error_of(refused)["code"] == "client_unknown"
-    assert balance_of(member["id"]) == (29_925, 9_975, 0)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import time_machine
@@ -37,6 +38,22 @@ def test_a_code_is_18_digits_for_about_a_minute_and_not_stored_in_clear(client, 
     stored = db.session.execute(text("SELECT code_hash FROM pay_code")).scalar_one()
     assert body["code"] not in stored
     assert client.get("/api/me/pay-code").status_code == 401
+
+
+def test_the_code_as_a_qr_svg_on_request(client, wxa_login, org):
+    token, _ = logged_in_member(client, wxa_login)
+    # by default, no image (the mini program draws its own)
+    assert "qr_svg" not in pay_code(client, token)
+    # ?qr=svg: an SVG of the same answer's code (the browser test decodes it), which it replaces
+    answer = client.get("/api/me/pay-code?qr=svg", headers=bearer(token))
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    body = answer.get_json()
+    assert body["qr_svg"].lstrip().startswith("<?xml") and "<svg" in body["qr_svg"] and "<script" not in body["qr_svg"]
+    stored = db.session.execute(text("SELECT code_hash FROM pay_code")).scalar_one()
+    assert stored == hashlib.sha256(body["code"].encode()).hexdigest()
+    # another format is refused
+    refused = client.get("/api/me/pay-code?qr=png", headers=bearer(token))
+    assert refused.status_code == 400 and error_of(refused)["code"] == "invalid_request"
 
 
 def test_a_code_pays_once(client, wxa_login, till):
