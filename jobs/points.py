@@ -1,4 +1,5 @@
-"""Points: the daily expiry + reminders job, the birthday job, one reminder send, the nightly level re-evaluation."""
+"""Points: the daily expiry + reminders job, the birthday job, one reminder send, the nightly level
+re-evaluation, and the release of pending points (every 10 minutes)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,12 @@ def evaluate_levels() -> int:
 
     with app_context():
         return levels.evaluate_all()
+
+
+def release_pending() -> int:
+    """Make pending points whose days have passed usable, in batches. Safe to run twice or at once:
+    each lot is flipped by a guarded UPDATE and recorded by one ``release:<lot>`` entry."""
+    from mp_backend.loyalty import service as loyalty
+
+    with app_context():
+        return loyalty.release_pending()

@@ -22,6 +22,10 @@ class PointsSettings(db.Model):  # type: ignore[name-defined]
     member_day: Mapped[int | None] = mapped_column()  # day of month, 1-28; None: no member day
     member_day_multiplier_percent: Mapped[int] = mapped_column(default=200)
     birthday_points: Mapped[int] = mapped_column(default=0, server_default="0")  # 0: a greeting only
+    # points a purchase earns stay pending this many days (0: usable at once)
+    pending_days: Mapped[int] = mapped_column(default=0, server_default="0")
+    referral_points: Mapped[int] = mapped_column(default=0, server_default="0")  # per rewarded invitee
+    referral_monthly_cap: Mapped[int] = mapped_column(default=10, server_default="10")  # rewards per inviter
     updated_at: Mapped[datetime] = created_at_column()
     __table_args__ = (
         CheckConstraint("redeem_points_per_yuan BETWEEN 1 AND 100000", name="redeem_rate_range"),
@@ -30,6 +34,9 @@ class PointsSettings(db.Model):  # type: ignore[name-defined]
         CheckConstraint("member_day IS NULL OR member_day BETWEEN 1 AND 28", name="member_day_range"),
         CheckConstraint("member_day_multiplier_percent BETWEEN 100 AND 1000", name="member_day_multiplier_range"),
         CheckConstraint("birthday_points BETWEEN 0 AND 100000", name="birthday_points_range"),
+        CheckConstraint("pending_days BETWEEN 0 AND 90", name="pending_days_range"),
+        CheckConstraint("referral_points BETWEEN 0 AND 1000000", name="referral_points_range"),
+        CheckConstraint("referral_monthly_cap BETWEEN 0 AND 10000", name="referral_monthly_cap_range"),
     )
 
 
@@ -136,4 +143,66 @@ class SubscribeConsent(db.Model):  # type: ignore[name-defined]
     __table_args__ = (
         CheckConstraint("status IN ('unused', 'used', 'refused')", name="status_known"),
         Index("ix_subscribe_consent_member_template", "member_id", "template_id", "status"),
+    )
+
+
+class PointsRefund(db.Model):  # type: ignore[name-defined]
+    """What one refund did to the points of its payment (``payment_key``: ``payment:<id>``,
+    ``till:<charge id>``, ``recharge:<out_trade_no>``): the points the payment earned that were due back
+    (pro rata on the money refunded so far), how many were voided while pending, taken back, or could not
+    be taken back (``shortfall``: the member had spent them), and the redeemed points given back.
+    UNIQUE per payment and refund key: a refund acts on points once."""
+
+    __tablename__ = "points_refund"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"), index=True)
+    payment_key: Mapped[str] = mapped_column(ExactString(128))
+    refund_key: Mapped[str] = mapped_column(ExactString(128))
+    refund_fen: Mapped[int] = mapped_column(BigId)
+    payment_fen: Mapped[int] = mapped_column(BigId)
+    due: Mapped[int] = mapped_column(BigId)
+    voided: Mapped[int] = mapped_column(BigId)
+    taken: Mapped[int] = mapped_column(BigId)
+    shortfall: Mapped[int] = mapped_column(BigId)
+    restored: Mapped[int] = mapped_column(BigId)
+    created_at: Mapped[datetime] = created_at_column()
+    __table_args__ = (
+        UniqueConstraint("payment_key", "refund_key", name="uq_points_refund_payment_refund"),
+        CheckConstraint("refund_fen >= 0 AND refund_fen <= payment_fen", name="refund_within_payment"),
+        CheckConstraint("voided >= 0 AND taken >= 0 AND shortfall >= 0 AND restored >= 0", name="counts_non_negative"),
+        CheckConstraint("due = voided + taken + shortfall", name="due_is_accounted"),
+    )
+
+
+REFERRAL_STATUSES = ("bound", "rewarded", "capped")
+
+
+class ReferralCode(db.Model):  # type: ignore[name-defined]
+    """A member's invitation code (made on first ask), shared as a link."""
+
+    __tablename__ = "referral_code"
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"), primary_key=True, autoincrement=False)
+    code: Mapped[str] = mapped_column(ExactString(16), unique=True)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Referral(db.Model):  # type: ignore[name-defined]
+    """Who invited whom: one row per invitee (UNIQUE). ``bound`` until the invitee's first payment, then
+    ``rewarded`` (the inviter got ``points``, counted in ``month``, the inviter's local month) or
+    ``capped`` (the inviter had had the month's maximum)."""
+
+    __tablename__ = "referral"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    inviter_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    invitee_id: Mapped[int] = mapped_column(ForeignKey("member.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(10), default="bound")
+    points: Mapped[int] = mapped_column(BigId, default=0)
+    month: Mapped[str | None] = mapped_column(String(7))
+    created_at: Mapped[datetime] = created_at_column()
+    rewarded_at: Mapped[datetime | None] = mapped_column()
+    __table_args__ = (
+        CheckConstraint("status IN ('bound', 'rewarded', 'capped')", name="status_known"),
+        CheckConstraint("inviter_id <> invitee_id", name="not_self"),
+        CheckConstraint("points >= 0", name="points_non_negative"),
+        Index("ix_referral_inviter_id_month_status", "inviter_id", "month", "status"),
     )

@@ -116,6 +116,7 @@ def plan(*, now: datetime | None = None, batch_size: int | None = None) -> int:
                 lot_t.c.member_id > last_member,
                 lot_t.c.member_id <= last_member + batch_size,
                 lot_t.c.remaining > 0,
+                lot_t.c.status == "available",
                 lot_t.c.expires_at > now,
                 lot_t.c.expires_at <= horizon,
             )

@@ -8,7 +8,7 @@ the member's wallet lock); this module decides how many and under which key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -19,7 +19,7 @@ from ..ledger import points
 from ..ledger import service as ledger
 from ..models_base import utcnow
 from ..transaction import transactional
-from .models import EarnRule, ExpiryProgress, PointsAdjustment, PointsSettings
+from .models import EarnRule, ExpiryProgress, PointsAdjustment, PointsRefund, PointsSettings
 
 SETTINGS_FIELDS = (
     "redeem_points_per_yuan",
@@ -28,6 +28,9 @@ SETTINGS_FIELDS = (
     "member_day",
     "member_day_multiplier_percent",
     "birthday_points",
+    "pending_days",
+    "referral_points",
+    "referral_monthly_cap",
 )
 
 
@@ -42,6 +45,9 @@ def settings() -> PointsSettings:
         member_day=None,
         member_day_multiplier_percent=200,
         birthday_points=0,
+        pending_days=0,
+        referral_points=0,
+        referral_monthly_cap=10,
     )
 
 
@@ -77,6 +83,10 @@ def _check_settings(row: PointsSettings) -> None:
         raise ValidationFailed("会员日倍率必须在 100-1000% 之间", code="invalid_points_settings")
     if not 0 <= (row.birthday_points or 0) <= 100_000:
         raise ValidationFailed("生日积分必须在 0-100000 之间", code="invalid_points_settings")
+    if not 0 <= row.pending_days <= 90:
+        raise ValidationFailed("消费积分待生效天数必须在 0-90 之间", code="invalid_points_settings")
+    if not 0 <= row.referral_points <= 1_000_000 or not 0 <= row.referral_monthly_cap <= 10_000:
+        raise ValidationFailed("邀请奖励积分 0-1000000，每月上限 0-10000", code="invalid_points_settings")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -131,7 +141,7 @@ def points_for(member_id: int, amount_fen: int, *, trigger: str, store_id: int |
 
 
 def earn_key(payment_key: str) -> str:
-    return f"earn:{payment_key}"[:112]
+    return points.short_key(f"earn:{payment_key}")
 
 
 @transactional
@@ -145,54 +155,161 @@ def earn_for_payment(
     reference: str | None = None,
 ) -> int:
     """Give the points a payment or recharge earns, in the caller's transaction (call it from the
-    payment's own service call). ``payment_key`` is the payment's idempotency key: the points are
-    given once, and ``take_back_for_refund`` finds them by it. Returns the points given."""
-    earned = points_for(member_id, amount_fen, trigger=trigger, store_id=store_id, at=utcnow())
+    payment's own service call). ``payment_key`` is the payment's own key (``payment:<id>``,
+    ``till:<charge id>``, ``recharge:<out_trade_no>``, ``offline:<id>``; its ledger keys are
+    ``<payment key>:<part>``): the points are given once, and ``refund_points`` finds them by it.
+    Points a purchase earns (``spend``) stay pending for the merchant's ``pending_days``. Returns the
+    points given."""
+    now = utcnow()
+    earned = points_for(member_id, amount_fen, trigger=trigger, store_id=store_id, at=now)
     if earned <= 0:
         return 0
-    points.award_points(member_id, earned, key=earn_key(payment_key), source=trigger, reference=reference)
+    days = settings().pending_days if trigger == "spend" else 0
+    points.award_points(
+        member_id,
+        earned,
+        key=earn_key(payment_key),
+        source=trigger,
+        reference=reference,
+        available_at=now + timedelta(days=days) if days else None,
+    )
     return earned
 
 
+def on_spend(member_id: int, amount_fen: int, *, payment_key: str, store_id: int | None, reference: str | None) -> int:
+    """Everything a member's payment does to points, inside the payment's transaction: the points it
+    earns (pending per the merchant's setting) and, for a first payment, the inviter's reward."""
+    from . import referrals
+
+    earned = earn_for_payment(
+        member_id, amount_fen, payment_key=payment_key, trigger="spend", store_id=store_id, reference=reference
+    )
+    referrals.reward_on_payment(member_id)
+    return earned
+
+
+def on_recharge(
+    member_id: int, amount_fen: int, *, payment_key: str, store_id: int | None, reference: str | None
+) -> int:
+    """The points a recharge earns by the earning rules (besides a recharge rule's own reward points)."""
+    return earn_for_payment(
+        member_id, amount_fen, payment_key=payment_key, trigger="recharge", store_id=store_id, reference=reference
+    )
+
+
+@dataclass(frozen=True)
+class RefundedPoints:
+    due: int  # earned points due back for this refund
+    voided: int  # of which cancelled while still pending
+    taken: int  # of which taken back from usable points
+    shortfall: int  # of which the member no longer had (spent or expired): recorded, not taken
+    restored: int  # redeemed points given back
+    replayed: bool = False
+
+
+def _pro_rata(points_count: int, refunded_fen: int, payment_fen: int, *, up: bool) -> int:
+    if refunded_fen >= payment_fen:
+        return points_count
+    share = points_count * refunded_fen
+    return -(-share // payment_fen) if up else share // payment_fen
+
+
 @transactional
-def take_back_for_refund(payment_key: str, *, refund_key: str, refund_fen: int, payment_fen: int) -> int:
-    """A refund takes back the points its payment earned, in proportion (the refunds of one payment
-    together never take back more than it earned). Returns the points taken back."""
-    if not isinstance(refund_fen, int) or not isinstance(payment_fen, int) or not 0 < refund_fen <= payment_fen:
+def refund_points(
+    member_id: int, payment_key: str, *, refund_key: str, refund_fen: int, payment_fen: int
+) -> RefundedPoints:
+    """What a refund of ``refund_fen`` (of a payment of ``payment_fen``) does to points, once per
+    ``refund_key``: the points the payment earned (``earn:<payment key>``, and a recharge rule's
+    ``<payment key>:points``) come back pro rata on the money refunded so far, rounded up (voided while
+    pending, else taken back, never below zero: what the member no longer has is recorded as
+    ``shortfall``); points redeemed at checkout (``redeem:<payment key>``) are given back pro rata,
+    rounded down (the last refund gives back the rest). One ``points_refund`` row records it."""
+    if type(refund_fen) is not int or type(payment_fen) is not int or not 0 < refund_fen <= payment_fen:
         raise ValidationFailed("退款金额无效", code="invalid_amount")
-    award = db.session.execute(
-        select(points.entry_t).where(points.entry_t.c.idempotency_key == earn_key(payment_key))
+    entry = points.entry_t
+    awards = db.session.execute(
+        select(entry.c.id, entry.c.delta, entry.c.lot_id).where(
+            entry.c.idempotency_key.in_([earn_key(payment_key), f"{payment_key}:points"]),
+            entry.c.member_id == member_id,
+            entry.c.kind.in_(("award", "pending")),
+        )
+    ).all()
+    redeem_key = redemption_key(payment_key)
+    redeemed = points.moved_by(redeem_key)
+    if not awards and not redeemed:  # a payment that earned and redeemed nothing: nothing to record
+        return RefundedPoints(0, 0, 0, 0, 0)
+    points.lock_member(member_id)
+    done = db.session.scalars(
+        select(PointsRefund).where(PointsRefund.payment_key == payment_key, PointsRefund.refund_key == refund_key)
     ).first()
-    if award is None:
-        return 0
-    points.lock_member(award.member_id)
-    taken_before = -int(
-        db.session.execute(
-            select(db.func.coalesce(db.func.sum(points.entry_t.c.delta), 0)).where(
-                points.entry_t.c.kind == "reversal", points.entry_t.c.reference == f"earn:{award.id}"
+    if done is not None:
+        return RefundedPoints(done.due, done.voided, done.taken, done.shortfall, done.restored, replayed=True)
+    before = int(
+        db.session.scalar(
+            select(db.func.coalesce(db.func.sum(PointsRefund.refund_fen), 0)).where(
+                PointsRefund.payment_key == payment_key
             )
-        ).scalar_one()
+        )
     )
-    due = (
-        min(int(award.delta), -(-int(award.delta) * refund_fen // payment_fen))
-        if refund_fen < payment_fen
-        else int(award.delta)
+    after = min(payment_fen, before + refund_fen)
+    before = min(before, after)
+    due = voided = taken = 0
+    for award in sorted(awards, key=lambda a: int(a.id)):
+        amount = int(award.delta)
+        part = _pro_rata(amount, after, payment_fen, up=True) - _pro_rata(amount, before, payment_fen, up=True)
+        if part <= 0:
+            continue
+        due += part
+        key = points.short_key(f"refund-points:{award.id}:{refund_key}")
+        gone = points.void_pending(
+            int(award.lot_id), part, key=points.short_key(f"void:{key}"), reference=f"earn:{award.id}"
+        )
+        voided += gone
+        if part > gone:
+            taken += points.take_back(
+                member_id, part - gone, key=key, reference=f"earn:{award.id}", from_lot=int(award.lot_id)
+            ).points
+    restored = 0
+    give = _pro_rata(redeemed, after, payment_fen, up=False) - _pro_rata(redeemed, before, payment_fen, up=False)
+    if give > 0:
+        restored = points.restore(
+            member_id, redeem_key, give, key=points.short_key(f"restore:{payment_key}:{refund_key}", 100)
+        )
+    row = PointsRefund(
+        member_id=member_id,
+        payment_key=payment_key,
+        refund_key=refund_key,
+        refund_fen=after - before,
+        payment_fen=payment_fen,
+        due=due,
+        voided=voided,
+        taken=taken,
+        shortfall=due - voided - taken,
+        restored=restored,
+        created_at=utcnow(),
     )
-    due = min(due, int(award.delta) - taken_before)
-    if due <= 0:
-        return 0
-    result = points.take_back(
-        award.member_id,
-        due,
-        key=f"refund-points:{refund_key}"[:112],
-        reference=f"earn:{award.id}",
-        from_lot=award.lot_id,
+    db.session.add(row)
+    db.session.flush()
+    return RefundedPoints(due, voided, taken, row.shortfall, restored)
+
+
+def points_taken_back(payment_key: str) -> int:
+    """Points the refunds of a payment took back or voided so far."""
+    return int(
+        db.session.scalar(
+            select(db.func.coalesce(db.func.sum(PointsRefund.voided + PointsRefund.taken), 0)).where(
+                PointsRefund.payment_key == payment_key
+            )
+        )
     )
-    return result.points
 
 
 # ---------------------------------------------------------------------------------------------------
 # Redemption at checkout, exchange into bonus balance, manual adjustments
+
+
+def redemption_key(payment_key: str) -> str:
+    return points.short_key(f"redeem:{payment_key}")
 
 
 @dataclass(frozen=True)
@@ -218,23 +335,35 @@ def max_redeemable(member_id: int, order_fen: int) -> dict[str, int]:
     return {"points": max_points, "deduct_fen": max_points * 100 // config.redeem_points_per_yuan, "balance": have}
 
 
+def redemption_fen(points_count: object, order_fen: object) -> int:
+    """What ``points_count`` points take off an order of ``order_fen`` at the merchant's rate; refused
+    (``points_over_order_limit``, 409) beyond the merchant's maximum share of the order."""
+    if not isinstance(order_fen, int) or isinstance(order_fen, bool) or order_fen <= 0:
+        raise ValidationFailed("订单金额必须是正整数（分）", code="invalid_amount")
+    if not isinstance(points_count, int) or isinstance(points_count, bool) or not 0 < points_count <= points.MAX_POINTS:
+        raise ValidationFailed("积分必须是正整数", code="invalid_points")
+    config = settings()
+    deduct_fen = _points_to_fen(points_count, config.redeem_points_per_yuan)
+    limit_fen = order_fen * config.redeem_max_percent // 100
+    if deduct_fen > limit_fen:
+        max_points = limit_fen * config.redeem_points_per_yuan // 100
+        raise ValidationFailed(
+            f"积分最多抵扣订单金额的 {config.redeem_max_percent}%（本单最多 {max_points} 积分）",
+            code="points_over_order_limit",
+            status=409,
+            details={"max_points": max_points, "max_deduct_fen": limit_fen},
+        )
+    return deduct_fen
+
+
 @transactional
 def redeem_for_order(
     member_id: int, points_count: int, *, order_fen: int, key: str, reference: str | None = None
 ) -> Redemption:
     """Deduct points from an order (called by the payments code inside its transaction): the points
     are spent at the merchant's rate, never more than the merchant's share of the order."""
-    if not isinstance(order_fen, int) or isinstance(order_fen, bool) or order_fen <= 0:
-        raise ValidationFailed("订单金额必须是正整数（分）", code="invalid_amount")
-    if not isinstance(points_count, int) or isinstance(points_count, bool) or points_count <= 0:
-        raise ValidationFailed("积分必须是正整数", code="invalid_points")
-    config = settings()
-    deduct_fen = _points_to_fen(points_count, config.redeem_points_per_yuan)
-    if deduct_fen > order_fen * config.redeem_max_percent // 100:
-        raise ValidationFailed(
-            f"积分最多抵扣订单金额的 {config.redeem_max_percent}%", code="points_over_order_limit", status=409
-        )
-    result = points.spend_points(member_id, points_count, key=f"redeem:{key}"[:112], reference=reference)
+    deduct_fen = redemption_fen(points_count, order_fen)
+    result = points.spend_points(member_id, points_count, key=redemption_key(key), reference=reference)
     return Redemption(points_count, deduct_fen, result.balance_after, result.replayed)
 
 
@@ -330,6 +459,18 @@ def expire_due(*, now: datetime | None = None, batch_size: int = 1000, max_batch
     return total
 
 
+def release_pending(*, now: datetime | None = None, batch_size: int = 1000) -> int:
+    """Make every pending lot whose ``available_at`` has come usable, ``batch_size`` per transaction.
+    Returns how many lots were released by this call."""
+    now = now or utcnow()
+    total = 0
+    while True:
+        released = points.release_due(now, batch_size)
+        total += released
+        if released < batch_size:
+            return total
+
+
 def my_points(member_id: int, *, now: datetime | None = None) -> dict[str, Any]:
     """What the member centre shows: the balance, the lots earliest expiry first, what expires soon."""
     from datetime import timedelta
@@ -337,8 +478,14 @@ def my_points(member_id: int, *, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     lots = points.lots_of(member_id, at=now)
     soon = now + timedelta(days=30)
+    pending = points.pending_lots(member_id)
     return {
         "balance": sum(int(lot.remaining) for lot in lots),
+        "pending": sum(int(lot.remaining) for lot in pending),
+        "pending_items": [
+            {"id": lot.id, "remaining": lot.remaining, "earned_at": lot.earned_at, "available_at": lot.available_at}
+            for lot in pending
+        ],
         "expiring_soon": sum(int(lot.remaining) for lot in lots if lot.expires_at <= soon),
         "items": [
             {

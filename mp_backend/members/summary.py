@@ -20,6 +20,7 @@ class MemberSummary:
     points: int  # unexpired points (ledger/points.py)
     level_name: str
     card_type: Any = None  # the member's CardType, or None (普通会员)
+    points_pending: int = 0  # earned by purchases, usable after the merchant's pending days
 
     def as_dict(self) -> dict:
         m, ct = self.member, self.card_type
@@ -43,6 +44,7 @@ class MemberSummary:
             "level": {"name": self.level_name, "code": ct.code if ct else "normal", "rank": ct.level_rank if ct else 0},
             "balance": self.balance.as_dict(),
             "points": self.points,
+            "points_pending": self.points_pending,
         }
 
 
@@ -52,7 +54,14 @@ def summarize(member: Member) -> MemberSummary:
 
     card_type = card_of(member.id)
     level = card_type.name if card_type is not None else "普通会员"
-    return MemberSummary(member, ledger.get_balance(member.id), points.balance(member.id), level, card_type)
+    return MemberSummary(
+        member,
+        ledger.get_balance(member.id),
+        points.balance(member.id),
+        level,
+        card_type,
+        points.pending_balance(member.id),
+    )
 
 
 def balance_reply_text(summary: MemberSummary, member_centre_url: str) -> str:
@@ -65,6 +74,8 @@ def balance_reply_text(summary: MemberSummary, member_centre_url: str) -> str:
     if b.held_fen:
         lines.append(f"冻结中（待结算）：{yuan(b.held_fen)} 元")
     lines.append(f"积分：{summary.points}")
+    if summary.points_pending:
+        lines.append(f"待生效积分：{summary.points_pending}")
     if summary.card_type is not None and summary.card_type.discount_percent < 100:
         tenths = summary.card_type.discount_percent  # 95 → 9.5 折, 90 → 9 折 (integers only)
         lines.append(f"会员折扣：{tenths // 10}{'' if tenths % 10 == 0 else f'.{tenths % 10}'} 折")

@@ -25,6 +25,7 @@ from ..errors import Conflict, MemberFrozen, MemberNotFound, NotFound, Validatio
 from ..extensions import db
 from ..ledger import service as ledger
 from ..ledger.models import Wallet
+from ..loyalty import service as loyalty
 from ..members import cards
 from ..members.models import Member
 from ..money import yuan
@@ -187,6 +188,7 @@ def recharge_offline(
         target.id, amount, key=f"offline:{row.id}:principal", note=f"门店充值（{method_words}）", **common
     )
     bonus, outcome = recharge.grant_rewards(row, key_prefix=f"offline:{row.id}", order_id=None, **common)
+    loyalty.on_recharge(target.id, amount, payment_key=f"offline:{row.id}", store_id=store.id, reference=reference)
     for name, value in outcome.items():
         setattr(row, name, value)
     row.principal_entry_id = principal.entry_id

@@ -19,8 +19,9 @@ notification SUCCESS captures the hold in full (those same buckets); a refusal o
 it (they come back as they were).
 
 Rewards: coupons the recharge gave that are still unused are voided (status ``expired``) when the
-refund succeeds; used ones stay used. Points the recharge gave are NOT taken back: the points ledger
-(``ledger/points.py``) has no deducting operation yet; the refund records this in its answer.
+refund succeeds; used ones stay used. The points it gave (the rule's reward points and those the
+earning rules gave) are taken back then too, as far as the member still has them (``points_refund``
+records what could not be taken back).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sqlalchemy import select, update
 from ..errors import Conflict, ValidationFailed
 from ..extensions import db
 from ..ledger import service as ledger
+from ..loyalty import service as loyalty
 from ..models_base import utcnow
 from ..money import yuan
 from ..notices import service as notices
@@ -223,6 +225,13 @@ def settle_refund(refund_id: int, *, success: bool, wechat_refund_id: str = "", 
             .values(status="expired")
         ).rowcount
         refund.coupons_voided = voided
+        loyalty.refund_points(  # its reward points and the points it earned, as far as the member has them
+            order.member_id,
+            f"recharge:{order.out_trade_no}",
+            refund_key=f"recharge-refund:{refund.id}",
+            refund_fen=order.amount_fen,
+            payment_fen=order.amount_fen,
+        )
     else:
         posting = ledger.void(
             refund.hold_entry_id, key=f"recharge-refund:{order.out_trade_no}:void", note="充值退款失败，解冻", **common
@@ -249,6 +258,10 @@ def settle_notified(refund_id: int, success: bool, wechat_refund_id: str, why: s
     settle_refund(refund_id, success=success, wechat_refund_id=wechat_refund_id, why=why)
 
 
+def _order_no(order_id: int) -> str:
+    return str(db.session.scalar(select(RechargeOrder.out_trade_no).where(RechargeOrder.id == order_id)))
+
+
 def refund_dict(refund: Any) -> dict[str, Any]:
     return {
         "id": refund.id,
@@ -261,7 +274,7 @@ def refund_dict(refund: Any) -> dict[str, Any]:
         "cash_fen": refund.cash_fen,
         "out_refund_no": refund.out_refund_no,
         "coupons_voided": refund.coupons_voided,
-        "points_taken_back": 0,
+        "points_taken_back": loyalty.points_taken_back(f"recharge:{_order_no(refund.order_id)}"),
         "failure": refund.failure,
         "created_at": refund.created_at.isoformat(),
         "settled_at": refund.settled_at.isoformat() if refund.settled_at else None,

@@ -31,6 +31,7 @@ from ..extensions import db
 from ..hotpath import Sql
 from ..ledger import points as points_service
 from ..ledger import service as ledger
+from ..loyalty import service as loyalty
 from ..members import cards
 from ..members.models import Member, MemberOpenid
 from ..models_base import utcnow
@@ -628,6 +629,9 @@ def _credit_order(order: Any, via: str, raw: dict[str, str]) -> None:
             f"入账后本金 {yuan(posting.balance.principal_fen)} 元，超过单卡上限 {yuan(order.cap_fen)} 元",
         )
     bonus, rewards = grant_rewards(order, key_prefix=f"recharge:{no}", order_id=order.id, **common)
+    loyalty.on_recharge(
+        order.member_id, order.amount_fen, payment_key=f"recharge:{no}", store_id=order.store_id, reference=no
+    )
     if rewards:
         db.session.execute(update(order_t).where(order_t.c.id == order.id).values(**rewards))
     log.info("recharge %s credited (via %s): %d fen + %d bonus", no, via, order.amount_fen, order.bonus_fen)

@@ -54,6 +54,9 @@ class OrderPayment(db.Model):  # type: ignore[name-defined]
     discount_percent: Mapped[int] = mapped_column(default=100)
     discount_fen: Mapped[int] = mapped_column(BigId, default=0)
     payable_fen: Mapped[int] = mapped_column(BigId)
+    # points redeemed at checkout and what they took off (part of ``discount_fen``, after the card discount)
+    points_used: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
+    points_fen: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
     balance_fen: Mapped[int] = mapped_column(BigId, default=0)
     wechat_fen: Mapped[int] = mapped_column(BigId, default=0)
     refunded_balance_fen: Mapped[int] = mapped_column(BigId, default=0)
@@ -83,6 +86,8 @@ class OrderPayment(db.Model):  # type: ignore[name-defined]
         CheckConstraint("discount_percent BETWEEN 1 AND 100", name="discount_percent_range"),
         CheckConstraint("discount_fen >= 0 AND discount_fen < amount_fen", name="discount_range"),
         CheckConstraint("payable_fen = amount_fen - discount_fen", name="payable_is_amount_less_discount"),
+        CheckConstraint("points_used >= 0", name="points_used_non_negative"),
+        CheckConstraint("points_fen >= 0 AND points_fen <= discount_fen", name="points_within_discount"),
         CheckConstraint(
             "balance_fen >= 0 AND wechat_fen >= 0 AND balance_fen + wechat_fen = payable_fen", name="parts_sum"
         ),

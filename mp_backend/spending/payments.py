@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import AppError, Conflict, IdempotencyConflict, InvalidAmount, MemberFrozen, NotFound, ValidationFailed
 from ..extensions import db
 from ..ledger import service as ledger
+from ..loyalty import service as loyalty
 from ..members import cards
 from ..members.models import Member, MemberOpenid
 from ..models_base import utcnow
@@ -63,6 +64,12 @@ def _text_id(value: object, field: str, label: str) -> str:
     return value
 
 
+def payment_key(payment_id: int) -> str:
+    """The payment's own key: its ledger keys are ``payment:<id>:<part>``, its points keys are derived
+    from it (``earn:payment:<id>``, ``redeem:payment:<id>``)."""
+    return f"payment:{payment_id}"
+
+
 def new_out_trade_no() -> str:
     china = datetime.utcnow() + timedelta(hours=8)  # noqa: DTZ003 (a label, not a stored time)
     return f"{OUT_TRADE_NO_PREFIX}{china:%Y%m%d%H%M%S}{secrets.randbelow(10**10):010d}"
@@ -90,15 +97,21 @@ def pay_order(
     request_id: object,
     store_code: str | None = None,
     client_ip: str = "",
+    points_count: object = 0,
 ) -> PaymentResult:
+    """``points_count``: points to redeem against the order (after the card discount), at the
+    merchant's rate and within its maximum share; refused (nothing changes) beyond what the member has
+    (``insufficient_points``) or the share (``points_over_order_limit``)."""
     order_no = _text_id(order_no, "order_no", "订单号")
     request_id = _text_id(request_id, "request_id", "请求号")
     if type(amount_fen) is not int or not 0 < amount_fen <= ledger.MAX_AMOUNT_FEN:
         raise InvalidAmount(details={"max_fen": ledger.MAX_AMOUNT_FEN})
+    if type(points_count) is not int or points_count < 0:
+        raise ValidationFailed("抵扣积分必须是非负整数", code="invalid_points")
     store_id = org.store_by_code(store_code).id if store_code else None
     db.session.rollback()
     pay_password.verify(member_id, pay_password_text)
-    payment, replayed = _open_payment(member_id, appid, order_no, request_id, amount_fen, store_id)
+    payment, replayed = _open_payment(member_id, appid, order_no, request_id, amount_fen, store_id, points_count)
     if payment.status != "pending":
         return PaymentResult(payment, None, replayed)
     # The WeChat part: the unified order is idempotent at WeChat for one out_trade_no, so a retried
@@ -125,7 +138,13 @@ def pay_order(
 
 @transactional
 def _open_payment(
-    member_id: int, appid: str, order_no: str, request_id: str, amount_fen: int, store_id: int | None
+    member_id: int,
+    appid: str,
+    order_no: str,
+    request_id: str,
+    amount_fen: int,
+    store_id: int | None,
+    points_count: int = 0,
 ) -> tuple[OrderPayment, bool]:
     # One statement for both keys: at READ COMMITTED two lookups could straddle a racing copy's commit
     # (no row by request id, then its row by order number) and refuse a mere retry.
@@ -137,7 +156,12 @@ def _open_payment(
     ).all()
     first = next((p for p in earlier if p.request_id == request_id), None)
     if first is not None:
-        if (first.order_no, first.amount_fen, first.store_id) != (order_no, amount_fen, store_id):
+        if (first.order_no, first.amount_fen, first.store_id, first.points_used) != (
+            order_no,
+            amount_fen,
+            store_id,
+            points_count,
+        ):
             raise IdempotencyConflict()
         return first, True
     if earlier:
@@ -149,7 +173,13 @@ def _open_payment(
         raise MemberFrozen()
     card = cards.card_of(member_id)
     percent = card.discount_percent if card is not None else 100
-    payable = discounted(amount_fen, percent)
+    after_card = discounted(amount_fen, percent)
+    points_fen = loyalty.redemption_fen(points_count, after_card) if points_count else 0
+    if points_fen >= after_card:
+        raise ValidationFailed(
+            "积分不能抵扣订单的全部金额，请减少抵扣积分", code="points_cover_whole_order", status=409
+        )
+    payable = after_card - points_fen
     available = ledger.get_balance(member_id).available_fen
     now = utcnow()
     payment = OrderPayment(
@@ -160,6 +190,8 @@ def _open_payment(
         discount_percent=percent,
         discount_fen=amount_fen - payable,
         payable_fen=payable,
+        points_used=points_count,
+        points_fen=points_fen,
         store_id=store_id,
         refunded_balance_fen=0,
         refunded_wechat_fen=0,
@@ -184,11 +216,18 @@ def _open_payment(
         db.session.flush()
     except IntegrityError as error:  # a racing copy of this request (or order) committed first
         raise RetryTransaction() from error
+    if points_count:  # spent in this transaction: short of points, nothing of the payment stays
+        loyalty.redeem_for_order(
+            member_id, points_count, order_fen=after_card, key=payment_key(payment.id), reference=order_no[:64]
+        )
     common = {"operator": "member", "store_id": store_id, "reference": order_no[:64]}
     if payment.status == "paid":
         posting = ledger.debit(member_id, payable, key=f"payment:{payment.id}:debit", note="订单余额支付", **common)
         payment.debit_entry_id = posting.entry_id
         notices.notify_after_commit(posting, title="余额支付")
+        loyalty.on_spend(
+            member_id, payable, payment_key=payment_key(payment.id), store_id=store_id, reference=order_no[:64]
+        )
     elif payment.balance_fen:
         posting = ledger.hold(
             member_id, payment.balance_fen, key=f"payment:{payment.id}:hold", note="订单支付（待微信支付）", **common
@@ -225,6 +264,14 @@ def fail_payment(payment_id: int, reason: str) -> bool:
             note=f"订单支付失败，解冻：{reason}"[:255],
         )
         payment.void_entry_id = posting.entry_id
+    if payment.points_used:  # the points redeemed for it go back
+        loyalty.refund_points(
+            payment.member_id,
+            payment_key(payment_id),
+            refund_key="failed",
+            refund_fen=payment.payable_fen,
+            payment_fen=payment.payable_fen,
+        )
     log.info("payment %s failed: %s", payment_id, reason)
     return True
 
@@ -253,6 +300,8 @@ def payment_dict(payment: OrderPayment, *, admin: bool = False) -> dict[str, Any
         "discount_percent": payment.discount_percent,
         "discount_fen": payment.discount_fen,
         "payable_fen": payment.payable_fen,
+        "points_used": payment.points_used,
+        "points_fen": payment.points_fen,
         "balance_fen": payment.balance_fen,
         "wechat_fen": payment.wechat_fen,
         "refunded_balance_fen": payment.refunded_balance_fen,
@@ -276,8 +325,12 @@ def payment_dict(payment: OrderPayment, *, admin: bool = False) -> dict[str, Any
 
 def _summary(payment: OrderPayment) -> str:
     words = [f"订单金额 {yuan(payment.amount_fen)} 元"]
-    if payment.discount_fen:
-        words.append(f"会员 {payment.discount_percent / 10:g} 折优惠 {yuan(payment.discount_fen)} 元")
+    if payment.discount_fen - payment.points_fen:
+        words.append(
+            f"会员 {payment.discount_percent / 10:g} 折优惠 {yuan(payment.discount_fen - payment.points_fen)} 元"
+        )
+    if payment.points_fen:
+        words.append(f"{payment.points_used} 积分抵扣 {yuan(payment.points_fen)} 元")
     words.append(f"实付 {yuan(payment.payable_fen)} 元")
     if payment.balance_fen:
         words.append(f"余额 {yuan(payment.balance_fen)} 元")
@@ -380,6 +433,13 @@ def _settle(payment_id: int, transaction_id: str, via: str) -> Outcome:
         )
         payment.capture_entry_id = posting.entry_id
         notices.notify_after_commit(posting, title="余额支付")
+    loyalty.on_spend(
+        payment.member_id,
+        payment.payable_fen,
+        payment_key=payment_key(payment_id),
+        store_id=payment.store_id,
+        reference=payment.order_no,
+    )
     log.info(
         "payment %s paid (via %s): %d balance + %d wechat", payment_id, via, payment.balance_fen, payment.wechat_fen
     )

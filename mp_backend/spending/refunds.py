@@ -30,13 +30,14 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import Conflict, IdempotencyConflict, InvalidAmount, UpstreamError, ValidationFailed
 from ..extensions import db
 from ..ledger import service as ledger
+from ..loyalty import service as loyalty
 from ..models_base import utcnow
 from ..notices import service as notices
 from ..org import service as org
 from ..transaction import RetryTransaction, transactional
 from ..wechat import refunds as wechat_refunds
 from .models import OrderPayment, PaymentRefund
-from .payments import PaymentNotFound, _text_id
+from .payments import PaymentNotFound, _text_id, payment_key
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ def _open_refund(
         )
         refund.refund_entry_id = posting.entry_id
         notices.notify_after_commit(posting, title="订单退款")
+        _refund_points(payment, refund.id, "balance", to_balance)
     if staff_id is not None:
         org.audit(staff_id, "payment_refund", f"order_payment:{payment_id}", f"{amount_fen} fen {reason}")
     return refund.id, False
@@ -246,7 +248,24 @@ def _succeeded(refund_id: int, wechat_refund_id: str) -> bool:
         .where(refund_t.c.id == refund_id, refund_t.c.status == "processing")
         .values(status="success", refund_id=wechat_refund_id[:32], settled_at=utcnow())
     ).rowcount
+    if flipped == 1:
+        refund = db.session.get(PaymentRefund, refund_id, populate_existing=True)
+        assert refund is not None
+        _refund_points(db.session.get(OrderPayment, refund.payment_id), refund_id, "wechat", refund.wechat_fen)
     return flipped == 1
+
+
+def _refund_points(payment: OrderPayment | None, refund_id: int, part: str, amount_fen: int) -> None:
+    """A refunded part takes back the points the payment earned and gives back those it redeemed, pro
+    rata, once per refund and part (the balance part at once, the WeChat part when WeChat confirms)."""
+    assert payment is not None
+    loyalty.refund_points(
+        payment.member_id,
+        payment_key(payment.id),
+        refund_key=f"refund:{refund_id}:{part}",
+        refund_fen=amount_fen,
+        payment_fen=payment.payable_fen,
+    )
 
 
 def refund_dict(refund: PaymentRefund) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ..errors import Conflict, Forbidden, MemberNotFound, NotFound, ValidationFa
 from ..extensions import db
 from ..hotpath import Sql
 from ..ledger import service as ledger
+from ..loyalty import service as loyalty
 from ..models_base import BigId, ExactString, created_at_column, utcnow
 from ..notices import service as notices
 from ..org.models import Store
@@ -82,6 +83,11 @@ class TillRefund(db.Model):  # type: ignore[name-defined]
         CheckConstraint("principal_fen >= 0 AND bonus_fen >= 0", name="split_non_negative"),
         CheckConstraint("principal_fen + bonus_fen = amount_fen", name="split_is_amount"),
     )
+
+
+def till_key(charge_id: int) -> str:
+    """A till charge's (or captured hold's) own key for the points it earns: ``earn:till:<id>``."""
+    return f"till:{charge_id}"
 
 
 class StoreOutOfScope(Forbidden):
@@ -240,6 +246,14 @@ def _take(client: Client, key: str, body: dict[str, Any], kind: str) -> tuple[in
         if "order_no" in str(error.orig):
             raise OrderNoTaken(details={"order_no": body["order_no"]}) from error
         raise
+    if kind == "charge":
+        answer_points = loyalty.on_spend(
+            member_id,
+            posting.amount_fen,
+            payment_key=till_key(charge_id),
+            store_id=store_id,
+            reference=body["order_no"],
+        )
     answer: dict[str, Any] = {
         "charge_id" if kind == "charge" else "hold_id": charge_id,
         "kind": kind,
@@ -254,6 +268,8 @@ def _take(client: Client, key: str, body: dict[str, Any], kind: str) -> tuple[in
     }
     if kind == "hold":
         answer["charge_id"] = charge_id  # refunds of the captured amount name it as the charge
+    else:
+        answer["points_earned"] = answer_points
     return 201, answer
 
 
@@ -288,7 +304,15 @@ def capture(client: Client, key: str, hold_id: int, amount_fen: int | None) -> t
     taken_principal = held["principal_fen"] - posting.principal_delta_fen
     taken_bonus = held["bonus_fen"] - posting.bonus_delta_fen
     _settle(held["id"], "captured", posting.entry_id, posting.amount_fen)
+    earned = loyalty.on_spend(
+        held["member_id"],
+        posting.amount_fen,
+        payment_key=till_key(held["id"]),
+        store_id=held["store_id"],
+        reference=held["order_no"],
+    )
     return 200, {
+        "points_earned": earned,
         "hold_id": held["id"],
         "charge_id": held["id"],
         "status": "captured",
@@ -368,6 +392,13 @@ def refund(client: Client, key: str, charge_id: int, amount_fen: int) -> tuple[i
     t = TillCharge.__table__
     db.session.execute(update(t).where(t.c.id == paid["id"]).values(refunded_fen=t.c.refunded_fen + posting.amount_fen))
     refunded = db.session.scalar(select(t.c.refunded_fen).where(t.c.id == paid["id"]))  # ours, row locked
+    back = loyalty.refund_points(
+        paid["member_id"],
+        till_key(paid["id"]),
+        refund_key=f"refund:{refund_id}",
+        refund_fen=posting.amount_fen,
+        payment_fen=paid["paid_fen"],
+    )
     return 201, {
         "refund_id": refund_id,
         "charge_id": paid["id"],
@@ -378,6 +409,7 @@ def refund(client: Client, key: str, charge_id: int, amount_fen: int) -> tuple[i
         "bonus_fen": posting.bonus_delta_fen,
         "refunded_fen": int(refunded),
         "refundable_fen": paid["paid_fen"] - int(refunded),
+        "points_taken_back": back.voided + back.taken,
         "balance": posting.balance.as_dict(),
     }
 

@@ -89,6 +89,7 @@ def create_payment(body: dict) -> dict:
         request_id=body["request_id"],
         store_code=body.get("store"),
         client_ip=request.remote_addr or "",
+        points_count=body["points"],
     )
     answer = payments.payment_dict(result.payment)
     answer["replayed"] = result.replayed

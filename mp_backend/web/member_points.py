@@ -1,12 +1,22 @@
-"""Members' points, on the ``member`` blueprint: /api/me/points and the exchange into bonus balance."""
+"""Members' points, on the ``member`` blueprint: /api/me/points, the exchange into bonus balance, and
+referrals (/api/me/referral)."""
 
 from __future__ import annotations
 
-from ..loyalty import consents
+from ..loyalty import consents, referrals
 from ..loyalty import service as loyalty
 from .auth import current_member
 from .member import blp
-from .points_schemas import ExchangeIn, ExchangeOut, MyPointsOut, SubscribeConsentIn, SubscribeConsentList
+from .points_schemas import (
+    ExchangeIn,
+    ExchangeOut,
+    MyPointsOut,
+    ReferralBindIn,
+    ReferralBindOut,
+    ReferralOut,
+    SubscribeConsentIn,
+    SubscribeConsentList,
+)
 from .schemas import Error
 
 MEMBER = [{"memberToken": []}]
@@ -60,3 +70,29 @@ def report_subscriptions(body: dict) -> dict:
 def my_subscriptions() -> dict:
     """The member's unused subscribe-message consents, per template."""
     return {"items": consents.unused(current_member().id)}
+
+
+@blp.route("/me/referral", methods=["GET"])
+@blp.response(200, ReferralOut)
+@blp.alt_response(401, schema=Error)
+@blp.doc(security=MEMBER)
+def my_referral() -> dict:
+    """The member's invitation code and link, and whom they invited (the reward comes after the new
+    member's first payment, at most the merchant's number per month)."""
+    return referrals.summary(current_member().id)
+
+
+@blp.route("/me/referral", methods=["POST"])
+@blp.arguments(ReferralBindIn)
+@blp.response(201, ReferralBindOut)
+@blp.alt_response(400, schema=Error)
+@blp.alt_response(401, schema=Error)
+@blp.alt_response(404, schema=Error)
+@blp.alt_response(409, schema=Error)
+@blp.doc(security=MEMBER)
+def bind_referral(body: dict) -> dict:
+    """A new member names the code they were invited with. The same code again: the same answer;
+    own code 409 ``referral_self``; a loop 409 ``referral_loop``; another inviter 409
+    ``referral_already_bound``; after a payment 409 ``referral_not_new_member``."""
+    row = referrals.bind(current_member().id, body["code"])
+    return {"inviter_id": row.inviter_id, "status": row.status}

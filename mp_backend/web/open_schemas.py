@@ -70,6 +70,7 @@ class ChargeOut(Schema):
     principal_fen = fields.Integer(metadata={"description": "taken from principal"})
     bonus_fen = fields.Integer(metadata={"description": "taken from bonus"})
     balance = fields.Nested(BalanceSchema, metadata={"description": "after the charge"})
+    points_earned = fields.Integer(metadata={"description": "points the payment earned (pending per the merchant)"})
 
 
 class HoldOut(ChargeOut):
@@ -88,6 +89,7 @@ class CaptureOut(Schema):
     bonus_fen = fields.Integer()
     released_fen = fields.Integer()
     balance = fields.Nested(BalanceSchema)
+    points_earned = fields.Integer(metadata={"description": "points the payment earned (pending per the merchant)"})
 
 
 class VoidOut(Schema):
@@ -111,6 +113,7 @@ class RefundOut(Schema):
     refunded_fen = fields.Integer(metadata={"description": "refunded of this charge so far"})
     refundable_fen = fields.Integer()
     balance = fields.Nested(BalanceSchema)
+    points_taken_back = fields.Integer(metadata={"description": "points of the charge taken back (or voided)"})
 
 
 class RefundItem(Schema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, jsonify, redirect
+from flask import Blueprint, Response, current_app, jsonify, redirect, request
 
 bp = Blueprint("pages", __name__)
 
@@ -23,7 +23,11 @@ def index():  # type: ignore[no-untyped-def]
 
 @bp.get("/member")
 def member_centre():  # type: ignore[no-untyped-def]
-    """The member centre H5 page; it logs in through official-account OAuth when it has no session."""
+    """The member centre H5 page; it logs in through official-account OAuth when it has no session.
+    An invitation code (``?ref=``) is passed on to the page."""
+    code = request.args.get("ref", "")
+    if code and len(code) <= 16 and code.isascii() and code.isalnum():
+        return redirect(f"/static/member.html?ref={code}")
     return redirect("/static/member.html")
 
 

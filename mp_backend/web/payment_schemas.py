@@ -39,6 +39,12 @@ class PaymentIn(Schema):
     pay_password = fields.String(required=True, validate=validate.Length(min=1, max=64))
     request_id = fields.String(required=True, validate=TEXT_ID, metadata={"description": "idempotency key"})
     store = fields.String(validate=STORE_CODE, allow_none=True)
+    points = fields.Integer(
+        strict=True,
+        load_default=0,
+        validate=validate.Range(min=0, max=100_000_000),
+        metadata={"description": "points to redeem against the order (merchant's rate and maximum share)"},
+    )
 
 
 class PaymentSchema(Schema):
@@ -48,6 +54,8 @@ class PaymentSchema(Schema):
     discount_percent = fields.Integer(required=True)
     discount_fen = fields.Integer(required=True)
     payable_fen = fields.Integer(required=True)
+    points_used = fields.Integer(metadata={"description": "points redeemed against the order"})
+    points_fen = fields.Integer(metadata={"description": "what the points took off (part of discount_fen)"})
     balance_fen = fields.Integer(required=True)
     wechat_fen = fields.Integer(required=True)
     refunded_balance_fen = fields.Integer()

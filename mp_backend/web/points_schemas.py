@@ -20,8 +20,17 @@ class LotOut(Schema):
     source = fields.String()
 
 
+class PendingLotOut(Schema):
+    id = fields.Integer()
+    remaining = fields.Integer()
+    earned_at = fields.DateTime()
+    available_at = fields.DateTime(metadata={"description": "UTC; usable from this moment"})
+
+
 class MyPointsOut(Schema):
     balance = fields.Integer(required=True)
+    pending = fields.Integer(metadata={"description": "points earned by purchases, not usable yet"})
+    pending_items = fields.List(fields.Nested(PendingLotOut))
     expiring_soon = fields.Integer(required=True, metadata={"description": "points expiring within 30 days"})
     items = fields.List(fields.Nested(LotOut), required=True)
     exchange_points_per_yuan = fields.Integer()
@@ -144,6 +153,11 @@ class PointsSettingsIO(Schema):
     member_day = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1, max=28))
     member_day_multiplier_percent = fields.Integer(strict=True, validate=validate.Range(min=100, max=1000))
     birthday_points = fields.Integer(strict=True, validate=validate.Range(min=0, max=100_000))
+    pending_days = fields.Integer(
+        strict=True, validate=validate.Range(min=0, max=90), metadata={"description": "0: purchase points at once"}
+    )
+    referral_points = fields.Integer(strict=True, validate=validate.Range(min=0, max=1_000_000))
+    referral_monthly_cap = fields.Integer(strict=True, validate=validate.Range(min=0, max=10_000))
 
 
 class PointsRulesOut(Schema):
@@ -201,3 +215,30 @@ class SubscribeConsentOut(Schema):
 
 class SubscribeConsentList(Schema):
     items = fields.List(fields.Nested(SubscribeConsentOut), required=True)
+
+
+class ReferralBindIn(Schema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=16))
+
+
+class ReferralItemOut(Schema):
+    invitee_id = fields.Integer()
+    status = fields.String(metadata={"description": "bound | rewarded | capped"})
+    points = fields.Integer()
+    created_at = fields.DateTime()
+    rewarded_at = fields.DateTime(allow_none=True)
+
+
+class ReferralOut(Schema):
+    code = fields.String(required=True)
+    link = fields.String(required=True)
+    invited_by = fields.Integer(allow_none=True)
+    invited = fields.Integer()
+    rewarded = fields.Integer()
+    points = fields.Integer()
+    items = fields.List(fields.Nested(ReferralItemOut), required=True)
+
+
+class ReferralBindOut(Schema):
+    inviter_id = fields.Integer()
+    status = fields.String()

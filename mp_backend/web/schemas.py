@@ -73,7 +73,8 @@ class MemberSchema(Schema):
     card = fields.Nested(CardSchema)
     level = fields.Nested(LevelSchema)
     balance = fields.Nested(BalanceSchema)
-    points = fields.Integer()
+    points = fields.Integer(metadata={"description": "usable points"})
+    points_pending = fields.Integer(metadata={"description": "points earned by purchases, not usable yet"})
 
 
 class WxaLoginIn(Schema):

@@ -6,7 +6,9 @@ import pytest
 
 from mp_backend.extensions import db
 from mp_backend.ledger import points
-from tests.recharge.conftest import admin, staff_token  # noqa: F401
+from tests.recharge.conftest import admin, card_types, rule, staff_token  # noqa: F401
+from tests.spending.conftest import payer  # noqa: F401
+from tests.till.conftest import member, till  # noqa: F401
 from tests.web.conftest import app, app_overrides, bearer, client, fake  # noqa: F401
 
 TEMPLATE = "tpl-points-expiry"

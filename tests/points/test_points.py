@@ -129,11 +129,15 @@ def test_earning_with_level_multiplier_member_day_and_refund_take_back(app, org,
         assert loyalty.earn_for_payment(member_id, 10_000, payment_key="pay-2") == 300  # member day x2
         assert loyalty.earn_for_payment(member_id, 10_000, payment_key="pay-2") == 300  # replay: once
     assert points.balance(member_id) == 450
+
     # a refund of half of pay-2 takes back half its points; the rest of the refunds the rest, never more
-    assert loyalty.take_back_for_refund("pay-2", refund_key="r1", refund_fen=5_000, payment_fen=10_000) == 150
-    assert loyalty.take_back_for_refund("pay-2", refund_key="r1", refund_fen=5_000, payment_fen=10_000) == 150
-    assert loyalty.take_back_for_refund("pay-2", refund_key="r2", refund_fen=5_000, payment_fen=10_000) == 150
-    assert loyalty.take_back_for_refund("pay-2", refund_key="r3", refund_fen=5_000, payment_fen=10_000) == 0
+    def refund(key: str) -> loyalty.RefundedPoints:
+        return loyalty.refund_points(member_id, "pay-2", refund_key=key, refund_fen=5_000, payment_fen=10_000)
+
+    assert refund("r1").taken == 150
+    assert refund("r1") == loyalty.RefundedPoints(150, 0, 150, 0, 0, replayed=True)  # once per refund key
+    assert refund("r2").taken == 150
+    assert refund("r3").due == 0  # beyond the payment: nothing more
     assert points.balance(member_id) == 150
     assert_points_ok()
 
