@@ -412,6 +412,98 @@ def test_withdrawal_and_reversal_show_amounts_and_move_money_once(site, browser)
         assert_ledger_ok()
 
 
+def test_hq_creates_edits_and_archives_a_rule_and_downloads_its_qr_code(site, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = open_console(browser, site, "admin")
+    visit(page, "rules")
+    # create: the dialog states what the member pays and gets
+    page.click("#rule-new")
+    page.fill("#dialog input[name=name]", "充300送50")
+    page.fill("#dialog input[name=amount]", "300")
+    page.fill("#dialog input[name=bonus]", "50")
+    expect(page.locator("#rule-summary")).to_contain_text("会员支付 300.00 元，到账 350.00 元")
+    shot(page, "rule-create-laptop")
+    page.click("#dialog-ok")
+    ready(page, "rules")
+    row = page.locator("tr", has_text="充300送50")
+    expect(row).to_contain_text("300.00")
+    # edit the bonus
+    row.locator("[data-edit]").click()
+    page.fill("#dialog input[name=bonus]", "60")
+    page.click("#dialog-ok")
+    ready(page, "rules")
+    expect(page.locator("tr", has_text="充300送50")).to_contain_text("赠送 60.00 元")
+    # copy its link, download its QR code as PNG and SVG
+    page.locator("tr", has_text="充300送50").locator("[data-copy]").click()
+    expect(page.locator("#toast")).to_contain_text(f"{site.origin}/r/")
+    for fmt, magic in (("png", b"\x89PNG"), ("svg", b"<svg")):
+        with page.expect_download() as info:
+            page.locator("tr", has_text="充300送50").locator(f"[data-qr][data-fmt={fmt}]").click()
+        target = tmp_path / f"qr.{fmt}"
+        info.value.save_as(target)
+        assert info.value.suggested_filename.endswith(f".{fmt}")
+        assert magic in target.read_bytes()[:200]
+    # archive it, after a confirmation that names it
+    page.locator("tr", has_text="充300送50").locator("[data-archive]").click()
+    expect(page.locator("#dialog")).to_contain_text("充 300.00 元，赠 60.00 元")
+    page.click("#dialog-ok")
+    ready(page, "rules")
+    expect(page.locator("tr", has_text="充300送50")).to_contain_text("已归档")
+    shot(page, "rules-after-archive-laptop")
+    # a coupon and a level rule
+    visit(page, "coupons")
+    page.click("#coupon-new")
+    page.fill("#dialog input[name=name]", "满100减20")
+    page.select_option("#dialog select[name=kind]", "threshold")
+    page.fill("#dialog input[name=value]", "20")
+    page.fill("#dialog input[name=threshold]", "100")
+    page.click("#dialog-ok")
+    ready(page, "coupons")
+    expect(page.locator("tr", has_text="满100减20")).to_contain_text("满 100.00 减 20.00 元")
+    visit(page, "card-types")
+    page.click("#level-new")
+    page.select_option("#dialog select[name=to_card_type_id]", label="金卡")
+    page.fill("#dialog input[name=threshold]", "1000")
+    page.click("#dialog-ok")
+    ready(page, "card-types")
+    expect(page.locator("#view")).to_contain_text("365 天内累计充值 ≥ 1,000.00 元")
+    shot(page, "card-types-with-rule-laptop")
+
+
+def test_a_batch_recharge_is_uploaded_and_its_progress_shown(site, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    with site.app.app_context():
+        cards = {name: db.session.get(Member, site.ids[name]).card_no for name in ("alice", "carol")}
+    upload = tmp_path / "welfare.csv"
+    upload.write_text(
+        f"会员（手机号或卡号）,金额（元）,备注\n{cards['alice']},88.5,七月福利\n{cards['carol']},20,七月福利\n"
+    )
+    page = open_console(browser, site, "admin")
+    visit(page, "ops/batches")
+    page.set_input_files("#batch-form input[name=file]", upload)
+    page.fill("#batch-form input[name=note]", "七月福利")
+    page.click("#batch-form button")
+    expect(page.locator("#dialog")).to_contain_text("welfare.csv")
+    page.click("#dialog-ok")
+    # the job runs in process here; the page polls until the batch is done
+    row = page.locator("#view tbody tr").first
+    expect(row).to_contain_text("已完成", timeout=15_000)
+    expect(row).to_contain_text("108.50 / 108.50")
+    shot(page, "ops-batch-done-laptop")
+    # a file with a bad row is refused as a whole, by line number
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"会员（手机号或卡号）,金额（元）,备注\n{cards['alice']},abc,\n")
+    page.set_input_files("#batch-form input[name=file]", bad)
+    page.click("#batch-form button")
+    page.click("#dialog-ok")
+    expect(page.locator("#batch-errors")).to_contain_text("第 2 行")
+    shot(page, "ops-batch-refused-laptop")
+    with site.app.app_context():
+        assert_ledger_ok()
+
+
 def test_a_clerk_sees_their_own_store_only_and_recharges_at_the_counter(site, browser):
     from playwright.sync_api import expect
 

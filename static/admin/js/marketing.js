@@ -196,6 +196,34 @@
   }
 
   const METRIC = { recharge: "累计充值", spend: "累计消费", points: "累计积分" };
+
+  async function levelRuleDialog(types) {
+    const options = (none) => `<option value="">${none}</option>` +
+      types.filter((t) => t.active).map((t) => `<option value="${t.id}">${C.esc(t.name)}</option>`).join("");
+    const saved = await C.dialog({
+      title: "新建升降级规则",
+      okText: "保存",
+      body: `<div class="form-grid">
+        <label>方向</label><select name="direction"><option value="up">升级</option><option value="down">降级</option></select>
+        <label>从</label><select name="from_card_type_id">${options("无卡会员")}</select>
+        <label>到</label><select name="to_card_type_id">${options("无卡")}</select>
+        <label>依据</label><select name="metric">${Object.entries(METRIC).map(([k, v]) => `<option value="${k}">${v}</option>`).join("")}</select>
+        <label id="threshold-label">门槛（元）</label><input name="threshold" required inputmode="decimal">
+        <label>统计天数</label><input name="period_days" type="number" min="1" max="3660" value="365"></div>`,
+      onInput: (form, body) => {
+        body.querySelector("#threshold-label").textContent = form.metric.value === "points" ? "门槛（积分）" : "门槛（元）";
+      },
+      onOk: async (form) => {
+        const points = form.metric.value === "points";
+        const threshold = points ? Number(form.threshold.value) : C.parseYuan(form.threshold.value);
+        if (threshold === null || !Number.isInteger(threshold) || threshold < 0) C.fail(points ? "请输入积分门槛" : "请输入正确的金额门槛（元）");
+        const id = (name) => (form[name].value ? Number(form[name].value) : null);
+        return C.post("/level-rules", { direction: form.direction.value, from_card_type_id: id("from_card_type_id"),
+          to_card_type_id: id("to_card_type_id"), metric: form.metric.value, threshold, period_days: Number(form.period_days.value) });
+      },
+    });
+    if (saved) { C.toast("规则已保存"); C.render(); }
+  }
   C.pages["card-types"] = {
     title: "卡类型与等级",
     async render(holder) {
@@ -218,8 +246,9 @@
           { title: "条件", render: (r) => `${r.period_days} 天内${METRIC[r.metric] || r.metric} ${r.direction === "up" ? "≥" : "<"} ${r.metric === "points" ? C.num(r.threshold) : C.yuan(r.threshold) + " 元"}` },
           { title: "状态", render: (r) => (r.active ? '<span class="badge ok">启用</span>' : '<span class="badge">停用</span>') },
           { title: "", render: (r) => (r.active ? `<button class="btn small" data-off="${r.id}">停用</button>` : "") },
-        ], rules.items, { empty: "暂无升降级规则" }));
+        ], rules.items, { empty: "暂无升降级规则" }), '<button class="btn primary" id="level-new">新建规则</button>');
       holder.querySelector("#type-new").onclick = () => cardTypeDialog(null);
+      holder.querySelector("#level-new").onclick = () => levelRuleDialog(types.items);
       holder.querySelectorAll("[data-edit]").forEach((b) => (b.onclick = () => cardTypeDialog(types.items.find((t) => String(t.id) === b.dataset.edit))));
       holder.querySelectorAll("[data-off]").forEach((b) => (b.onclick = async () => {
         const done = await C.dialog({ title: "停用规则", danger: true, okText: "确认停用", body: "<p>停用后夜间任务不再按此规则调整会员等级。</p>",

@@ -158,8 +158,12 @@
         Object.keys(filters).forEach((k) => filters[k] === undefined && delete filters[k]);
         try { await C.startExport(f.kind, filters); } catch (e) { C.toast(e.status === 404 ? "导出接口尚未上线" : e.message, true); }
       };
-      holder.querySelectorAll("[data-file]").forEach((b) => (b.onclick = () =>
-        C.download(`/exports/${b.dataset.file}/file`, `export-${b.dataset.file}.xlsx`).catch((e) => C.toast(e.message, true))));
+      holder.querySelectorAll("[data-file]").forEach((b) => (b.onclick = () => {
+        const job = jobs.find((j) => String(j.id) === b.dataset.file);
+        const url = job.download_url && job.download_url.includes("/admin/api/")
+          ? job.download_url.slice(job.download_url.indexOf("/admin/api/") + "/admin/api".length) : `/exports/${job.id}/file`;
+        C.download(url, `export-${job.id}.xlsx`).catch((e) => C.toast(e.message, true));
+      }));
       if (jobs.some((j) => j.status === "queued" || j.status === "running" || j.status === "pending")) {
         pollTimer = setTimeout(() => C.route().parts[0] === "exports" && C.render(), 1500);
       }
