@@ -117,7 +117,8 @@ C.time = function (iso) {
   if (!iso) return "—";
   const d = new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? iso : iso + "Z");
   if (isNaN(d)) return iso;
-  return d.toLocaleString("zh-CN", { timeZone: "Asia/Shanghai", hour12: false });
+  // China time, written as the server writes it for people (2026-05-01 09:30:00)
+  return new Date(d.getTime() + 8 * 3600_000).toISOString().slice(0, 19).replace("T", " ");
 };
 /* A date from a filter (merchant's day, Asia/Shanghai) as the ISO bound the existing lists take. */
 C.dayStart = (day) => (day ? `${day}T00:00:00+08:00` : undefined);

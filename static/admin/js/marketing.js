@@ -10,7 +10,7 @@
     if (t.kind === "threshold") return `满 ${C.yuan(t.threshold_fen)} 减 ${C.yuan(t.value)} 元`;
     return `立减 ${C.yuan(t.value)} 元`;
   }
-  const localInput = (iso) => (iso ? C.time(iso).replace(/\//g, "-").replace(" ", "T").slice(0, 16) : "");
+  const localInput = (iso) => (iso ? C.time(iso).replace(" ", "T").slice(0, 16) : "");
   const isoFromLocal = (v) => (v ? `${v}:00+08:00` : null);
 
   async function copyText(text) {

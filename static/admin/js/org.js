@@ -65,6 +65,16 @@
     },
   };
 
+  const ACTION = {
+    member_frozen: "冻结会员卡", member_lost: "挂失会员卡", member_active: "恢复会员卡", card_replace: "换卡",
+    withdraw_offline: "线下提现", reverse_entry: "冲正", recharge_offline: "线下充值", recharge_batch: "批量充值",
+    recharge_credit_held: "补入账", recharge_refund: "充值退款", payment_refund: "支付退款", points_adjust: "积分调整",
+    points_settings: "积分设置", rule_create: "新建充值规则", rule_update: "修改充值规则", rule_archive: "归档充值规则",
+    coupon_template_save: "保存优惠券", card_type_create: "新建卡类型", card_type_update: "修改卡类型",
+    level_rule_create: "新建等级规则", level_rule_deactivate: "停用等级规则", earn_rule_create: "新建积分规则",
+    staff_create: "新建员工",
+  };
+
   C.pages.audit = {
     title: "审计日志",
     async render(holder, route) {
@@ -85,7 +95,7 @@
           body = C.table([
             { title: "时间", render: (a) => C.time(a.created_at) },
             { title: "员工", render: (a) => C.esc(a.staff_username || a.staff || (a.staff_id ? "#" + a.staff_id : "系统")) },
-            { title: "操作", render: (a) => C.esc(a.action_text || a.action) },
+            { title: "操作", render: (a) => C.esc(a.action_text || ACTION[a.action] || a.action) },
             { title: "对象", render: (a) => C.esc(a.subject) },
             { title: "原因", wrap: true, render: (a) => C.esc(a.reason || "—") },
           ], data.items);

@@ -107,9 +107,9 @@
           xAxis: { type: "category", data: rows.map((r) => r.date.slice(5)) },
           yAxis: yuanAxis,
           series: [
-            { name: "充值", type: "line", smooth: true, data: rows.map((r) => r.recharge_fen), areaStyle: { opacity: 0.08 } },
-            { name: "消费", type: "line", smooth: true, data: rows.map((r) => r.consumption_fen) },
-            { name: "退款", type: "line", smooth: true, data: rows.map((r) => r.refund_fen) },
+            { name: "充值", type: "line", data: rows.map((r) => r.recharge_fen), areaStyle: { opacity: 0.08 } },
+            { name: "消费", type: "line", data: rows.map((r) => r.consumption_fen) },
+            { name: "退款", type: "line", data: rows.map((r) => r.refund_fen) },
           ],
         });
       }

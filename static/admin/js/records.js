@@ -49,11 +49,11 @@
       { title: "订单号", render: (r) => C.esc(r.out_trade_no) },
       { title: "状态", render: (r) => C.badge(C.ORDER_STATUS, r.status) },
       { title: "金额（元）", num: true, render: (r) => C.yuan(r.amount_fen) },
-      { title: "赠送（元）", num: true, render: (r) => C.yuan(r.bonus_fen) },
+      { title: "赠送（元）", num: true, cls: "hide-narrow", render: (r) => C.yuan(r.bonus_fen) },
       { title: "规则", render: (r) => C.esc(r.rule_name || "自定义金额") },
       { title: "来源", render: (r) => C.esc(r.src || "—") },
       { title: "会员", render: (r) => `<a href="#/members/${r.member_id}">#${r.member_id}</a>` },
-      { title: "支付时间", render: (r) => C.time(r.paid_at) },
+      { title: "支付时间", cls: "hide-narrow", render: (r) => C.time(r.paid_at) },
     ],
     payments: [
       { title: "时间", render: (r) => C.time(r.created_at) },
