@@ -45,7 +45,7 @@
     }
     document.getElementById("login").hidden = true;
     document.getElementById("shell").hidden = false;
-    const where = C.me.stores && C.me.stores.length ? " · " + C.me.stores.map((s) => s.name || s.code).join("、")
+    const where = C.me.role !== "hq_admin" && C.me.role !== "region_manager" && C.me.stores && C.me.stores.length ? " · " + C.me.stores.map((s) => s.name || s.code).join("、")
       : C.me.region ? " · " + (C.me.region.name || C.me.region.code || C.me.region) : "";
     document.getElementById("who").textContent = `${C.me.username}（${C.ROLE[C.me.role] || C.me.role}${where}）`;
     document.querySelectorAll("#nav a[data-roles]").forEach((a) => {

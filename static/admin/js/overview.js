@@ -57,14 +57,17 @@
         html += C.missing("资金概览");
       } else {
         const b = overview.balance || {}, t = overview.today || {}, cu = overview.cumulative || {}, pe = overview.pending || {};
+        // A member's balance spans stores: the API gives it to HQ only, a store sees its flows.
+        const merchantWide = b.total_fen !== undefined && b.total_fen !== null;
         html += `<div class="cards" id="ov-cards">
-          ${stat("储值余额合计", b.total_fen, `本金 ${C.yuan(b.principal_fen)} · 赠送 ${C.yuan(b.bonus_fen)}<br>有余额会员 ${C.num(b.members_with_balance)} 人`)}
-          ${stat("冻结中（未结算）", pe.held_fen !== undefined ? pe.held_fen : b.held_fen, `已支付未入账 ${C.num(pe.uncredited_orders)} 笔 · ${C.yuan(pe.uncredited_fen)} 元`)}
+          ${merchantWide ? stat("储值余额合计", b.total_fen, `本金 ${C.yuan(b.principal_fen)} · 赠送 ${C.yuan(b.bonus_fen)}<br>有余额会员 ${C.num(b.members_with_balance)} 人`) : ""}
+          ${merchantWide ? stat("冻结中（未结算）", pe.held_fen ?? b.held_fen, `已支付未入账 ${C.num(pe.uncredited_orders)} 笔 · ${C.yuan(pe.uncredited_fen)} 元`) : ""}
           ${stat("今日充值", t.recharge_fen, `${C.num(t.recharge_count)} 笔`)}
           ${stat("今日消费", t.consumption_fen, `${C.num(t.consumption_count)} 笔 · 退款 ${C.yuan(t.refund_fen)} 元`)}
           ${stat("累计充值", cu.recharge_fen, `${C.num(cu.recharge_members)} 人 · ${C.num(cu.recharge_count)} 次<br>累计赠送 ${C.yuan(cu.bonus_given_fen)} 元`)}
-          <div class="stat"><div class="label">积分负债</div><div class="value">${C.num(overview.points_liability)}<small>分</small></div><div class="sub">未过期积分合计</div></div>
-        </div>`;
+          ${overview.points_liability === null || overview.points_liability === undefined ? "" :
+            `<div class="stat"><div class="label">积分负债</div><div class="value">${C.num(overview.points_liability)}<small>分</small></div><div class="sub">未过期积分合计</div></div>`}
+        </div>${merchantWide ? "" : '<p class="muted" style="margin-top:-6px">会员余额跨门店使用，余额与积分合计仅总部可见；此处为本门店的充值与消费。</p>'}`;
       }
       html += `<section class="panel"><div class="panel-head"><h2>每日充值与消费</h2>
           <div class="seg" id="ov-days"><button data-days="30" class="${days === 30 ? "on" : ""}">近 30 天</button><button data-days="90" class="${days === 90 ? "on" : ""}">近 90 天</button></div></div>
@@ -107,9 +110,9 @@
           xAxis: { type: "category", data: rows.map((r) => r.date.slice(5)) },
           yAxis: yuanAxis,
           series: [
-            { name: "充值", type: "line", data: rows.map((r) => r.recharge_fen), areaStyle: { opacity: 0.08 } },
-            { name: "消费", type: "line", data: rows.map((r) => r.consumption_fen) },
-            { name: "退款", type: "line", data: rows.map((r) => r.refund_fen) },
+            { name: "充值", type: "line", showSymbol: false, data: rows.map((r) => r.recharge_fen), areaStyle: { opacity: 0.08 } },
+            { name: "消费", type: "line", showSymbol: false, data: rows.map((r) => r.consumption_fen) },
+            { name: "退款", type: "line", showSymbol: false, data: rows.map((r) => r.refund_fen) },
           ],
         });
       }
