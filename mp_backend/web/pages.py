@@ -1,4 +1,4 @@
-"""Pages for people: the landing page and the member centre (static H5, no build step)."""
+"""Pages for people: the landing page, the member centre (static H5, no build step) and the merchant console."""
 
 from __future__ import annotations
 
@@ -38,3 +38,23 @@ def recharge_home(code: str | None = None):  # type: ignore[no-untyped-def]
     ``?store=`` are read by the page and kept on the order. The page logs in through OAuth itself."""
     page = Path(current_app.static_folder or "", "recharge.html").read_text(encoding="utf-8")
     return Response(page, mimetype="text/html")
+
+
+@bp.get("/admin")
+def console_redirect():  # type: ignore[no-untyped-def]
+    return redirect("/admin/")
+
+
+@bp.get("/admin/")
+def console():  # type: ignore[no-untyped-def]
+    """The merchant console (static HTML and small scripts over /admin/api; login first). Its pages are
+    hash routes (/admin/#/members/12), so a reload or a shared link opens the same page."""
+    page = Path(current_app.static_folder or "", "admin", "index.html").read_text(encoding="utf-8")
+    response = Response(page, mimetype="text/html")
+    # The console is never framed (clickjacking on the money dialogs) and loads nothing from elsewhere.
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+    )
+    response.headers["Cache-Control"] = "no-cache"
+    return response

@@ -5,21 +5,13 @@ under /sandbox stands in for OAuth and WeChat Pay). Skipped only where /usr/bin/
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
-from bench.notify import free_port  # the first free port in 5300-5399 (BENCH_PORTS=FIRST-LAST moves it)
-from mp_backend import create_app
-from mp_backend.config import SANDBOX_WECHAT
-from mp_backend.demo import load_demo, load_recharge_demo
-from mp_backend.extensions import db
-from mp_backend.wechat.fake import _QuietHandler
-from tests.conftest import _empty_tables, make_config
+from tests.browser.serving import served_demo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -43,32 +35,5 @@ needs_chromium = pytest.mark.skipif(
 def served(database_url: str) -> Iterator[tuple[str, Any]]:
     """The app with the demo data, in sandbox mode, served on a local port (threaded: the sandbox's
     fake WeChat calls back into the same server)."""
-    port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    config = make_config(
-        database_url,
-        WECHAT_SANDBOX=True,
-        PUBLIC_BASE_URL=origin,
-        WECHAT_API_BASE_URL=f"{origin}/sandbox/wechat/",
-        WECHAT_PAY_API_BASE_URL=f"{origin}/sandbox/wechatpay/",
-        WECHAT_OAUTH_BASE_URL=f"{origin}/sandbox/wechat/connect/",
-        **SANDBOX_WECHAT,
-    )
-    app = create_app(config)
-    with app.app_context():
-        _empty_tables()
-        for _ in (*load_demo(), *load_recharge_demo()):
-            pass
-        db.session.commit()
-    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with served_demo(database_url) as (origin, app):
         yield origin, app
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
