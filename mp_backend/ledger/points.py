@@ -22,6 +22,7 @@ from ..errors import AppError, MemberNotFound, ValidationFailed
 from ..extensions import db
 from ..models_base import BigId, ExactString, created_at_column, utcnow
 from ..transaction import RetryTransaction, transactional
+from . import card_mirror
 from .models import Wallet
 
 DEFAULT_VALIDITY_DAYS = 2 * 365
@@ -132,6 +133,7 @@ def award_points(
             created_at=now,
         )
     )
+    card_mirror.changed((member_id,))
     return after
 
 
@@ -297,6 +299,7 @@ def spend_points(member_id: int, points: int, *, key: str, reference: str | None
     if balance(member_id, at=now) < points:
         raise InsufficientPoints(f"积分不足：需要 {points}，可用 {balance(member_id, at=now)}")
     taken, after, entry_id = _take(conn, member_id, points, kind="spend", key=key, reference=reference, now=now)
+    card_mirror.changed((member_id,))
     return PointsResult(taken, after, entry_id)
 
 
@@ -318,6 +321,7 @@ def take_back(
     taken, after, entry_id = _take(
         conn, member_id, take, kind="reversal", key=key, reference=reference, now=now, first_lot=from_lot
     )
+    card_mirror.changed((member_id,))
     return PointsResult(taken, after, entry_id)
 
 
@@ -391,6 +395,7 @@ def expire_batch(now: datetime, cursor: ExpiryCursor, limit: int = 1000) -> tupl
             for lot in fresh
         ],
     )
+    card_mirror.changed(int(lot.member_id) for lot in fresh)
     return len(batch), len(fresh), after_cursor
 
 
