@@ -21,6 +21,7 @@ MODEL_MODULES = (
     "ledger.models",
     "ledger.points",
     "members.cards",
+    "members.wechat_card_models",
     "members.levels",
     "loyalty.models",
     "recharge.models",

@@ -35,6 +35,7 @@ from ..errors import AppError, MemberNotFound, ValidationFailed
 from ..extensions import db
 from ..models_base import BigId, ExactString, created_at_column, utcnow
 from ..transaction import RetryTransaction, transactional
+from . import card_mirror
 from .models import Wallet
 
 DEFAULT_VALIDITY_DAYS = 2 * 365
@@ -177,6 +178,7 @@ def award_points(
             created_at=now,
         )
     )
+    card_mirror.changed((member_id,))
     return after
 
 
@@ -360,6 +362,7 @@ def spend_points(member_id: int, points: int, *, key: str, reference: str | None
         have = balance(member_id, at=now)
         raise InsufficientPoints(f"积分不足：需要 {points}，可用 {have}", details={"needed": points, "available": have})
     taken, after, entry_id = _take(conn, member_id, points, kind="spend", key=key, reference=reference, now=now)
+    card_mirror.changed((member_id,))
     return PointsResult(taken, after, entry_id)
 
 
@@ -381,6 +384,7 @@ def take_back(
     taken, after, entry_id = _take(
         conn, member_id, take, kind="reversal", key=key, reference=reference, now=now, first_lot=from_lot
     )
+    card_mirror.changed((member_id,))
     return PointsResult(taken, after, entry_id)
 
 
@@ -600,6 +604,8 @@ def expire_batch(now: datetime, cursor: ExpiryCursor, limit: int = 1000) -> tupl
     ).rowcount
     if changed != written:  # someone changed a lot without its wallet lock: never leave them apart
         raise RetryTransaction()
+    if changed:
+        card_mirror.changed(members)
     return len(batch), changed, after_cursor
 
 

@@ -53,6 +53,7 @@ from ..errors import (
 from ..extensions import db
 from ..models_base import utcnow
 from ..transaction import RetryTransaction, in_transaction, transactional
+from . import card_mirror
 from .models import ENTRY_KINDS
 from .policy import split_refund, split_spend
 
@@ -576,6 +577,7 @@ def _apply(request: _Request, plan: Planner) -> Posting:
         raise
     if tx.run(tx.sql.apply_deltas, (p.dp, p.db, p.dh, p.member_id)).rowcount != 1:
         raise MemberNotFound()  # we hold its row lock: only a wallet that vanished gets here
+    card_mirror.changed((p.member_id,))
     return Posting(
         entry_id, p.member_id, request.kind, p.amount_fen, p.dp, p.db, p.dh, after, store_id=request.store_id
     )

@@ -305,6 +305,9 @@ def replace_card(member_id: int, *, staff_id: int, reason: str, store_id: int | 
         )
     )
     audit(staff_id, "card_replace", f"member:{member_id}", f"{old} -> {member.card_no}: {reason.strip()}")
+    from .wechat_card import card_replaced
+
+    card_replaced(member_id)  # a bound WeChat card is sent its values (and the new number) again
     return member
 
 

@@ -23,6 +23,8 @@ class Member(db.Model):  # type: ignore[name-defined]
     unionid: Mapped[str | None] = mapped_column(ExactString(64), unique=True)
     status: Mapped[str] = mapped_column(String(10), default="active")
     subscribed: Mapped[bool] = mapped_column(default=False)
+    # Set by activation (members/activation.py): phone, name and birthday given, card number issued.
+    activated_at: Mapped[datetime | None] = mapped_column()
     home_store_id: Mapped[int | None] = mapped_column(ForeignKey("store.id"), index=True)
     created_at: Mapped[datetime] = created_at_column()
     openids: Mapped[list[MemberOpenid]] = relationship(back_populates="member")

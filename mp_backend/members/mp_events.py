@@ -14,10 +14,12 @@ from flask import current_app
 from ..errors import AppError
 from ..wechat import mp_client, translate_errors
 from . import service as members
+from . import wechat_card
 from .summary import balance_reply_text, summarize
 
 log = logging.getLogger(__name__)
 
+CARD_EVENTS = frozenset(wechat_card.CARD_EVENTS)
 BALANCE_KEY = "MY_BALANCE"
 BALANCE_WORDS = {"余额", "查余额", "我的余额"}
 
@@ -29,6 +31,8 @@ class Incoming:
     event: str = ""  # subscribe, unsubscribe, click, view, scan (lower case)
     event_key: str = ""
     content: str = ""
+    card_id: str = ""  # card events (user_get_card, submit_membercard_user_info): CardId, UserCardCode
+    card_code: str = ""
 
 
 def _links() -> tuple[str, str]:
@@ -55,6 +59,13 @@ def answer(incoming: Incoming) -> str | None:
             return None
         if event == "click" and incoming.event_key == BALANCE_KEY:
             return _balance(appid, incoming.openid)
+        if event in CARD_EVENTS:
+            if wechat_card.refusal(event, incoming.openid, incoming.card_id, incoming.card_code):
+                return None
+            member = _login(appid, incoming.openid).member
+            done = wechat_card.on_event(event, member.id, incoming.openid, incoming.card_id, incoming.card_code)
+            log.info("wechat card event %s from %s: %s", event, incoming.openid, done)
+            return None
         if event == "scan":
             log.info("scan of parametric QR %s by a follower", incoming.event_key)
             return None

@@ -25,9 +25,12 @@ class Login:
 
 
 def _new_card_no() -> str:
-    # 10 random digits behind an 8: unguessable enough that a card number alone proves nothing,
-    # short enough to read out at the till. The UNIQUE constraint settles the (rare) collision.
-    return "8" + "".join(secrets.choice("0123456789") for _ in range(11))
+    # 10 random digits behind an 8, then a Luhn check digit (members/activation.py): unguessable enough
+    # that a card number alone proves nothing, short enough to read out at the till, and a mistyped
+    # digit is caught before a lookup. The UNIQUE constraint settles the (rare) collision.
+    from .activation import with_check_digit
+
+    return with_check_digit("8" + "".join(secrets.choice("0123456789") for _ in range(10)))
 
 
 @transactional

@@ -118,4 +118,5 @@ from . import admin_recharge  # noqa: E402,F401,I001  (recharge routes on this b
 from . import admin_payments  # noqa: E402,F401,I001  (payment and refund routes on this blueprint)
 from . import admin_ops  # noqa: E402,F401,I001  (offline and batch recharges, ledger records)
 from . import admin_points  # noqa: E402,F401,I001  (card types, levels, points)
+from . import admin_cards  # noqa: E402,F401,I001  (the WeChat member card log)
 from . import admin_console  # noqa: E402,F401,I001  (overview, lists, staff and stores, audit, exports)

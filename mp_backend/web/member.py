@@ -57,3 +57,4 @@ from . import member_payments  # noqa: E402,F401,I001  (payment and pay-password
 from . import member_records  # noqa: E402,F401,I001  (the member's own ledger records)
 from .member_paycode import pay_code  # noqa: E402,F401,I001  (the payment code, on this blueprint)
 from . import member_points  # noqa: E402,F401,I001  (points and exchange)
+from . import member_card  # noqa: E402,F401,I001  (member-card activation)

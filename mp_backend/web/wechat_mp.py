@@ -68,6 +68,8 @@ def _incoming(message) -> Incoming:  # type: ignore[no-untyped-def]
         event=event,
         event_key=str(key),
         content=str(getattr(message, "content", "") or ""),
+        card_id=str(getattr(message, "card_id", "") or ""),
+        card_code=str(getattr(message, "code", "") or getattr(message, "card_code", "") or ""),
     )
 
 

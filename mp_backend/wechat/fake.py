@@ -10,7 +10,7 @@ HTTP server on a free local port, so that the project reaches it through wechatp
 
 It is a fake WeChat, not a lax one: it checks appids, secrets, the access tokens it issued and pay
 signatures, and answers with WeChat's own error shapes (``{"errcode", "errmsg"}``; pay XML with
-``return_code`` / ``result_code`` / ``err_code``). Tests read ``calls`` and steer it with
+``return_code`` / ``result_code`` / ``err_code``). Tests read ``calls`` (and ``member_cards``) and steer it with
 ``fail_next``, ``fail_code``, ``expire_tokens`` and ``delay``; it signs and sends what WeChat sends
 (server-URL messages, payment and refund notifications).
 
@@ -32,7 +32,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -167,6 +167,21 @@ class FakeRefund:
     success_time: str | None = None
 
 
+@dataclass
+class FakeMemberCard:
+    """A WeChat member card in a user's card wallet: what they filled in, what the card shows."""
+
+    card_id: str
+    code: str
+    openid: str
+    form: dict[str, str]
+    membership_number: str = ""
+    balance: int = 0  # fen
+    bonus: int = 0  # points
+    activations: int = 0
+    updates: list[dict[str, Any]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class MpReply:
     """What our server URL answered: ``text`` is the reply XML decrypted (or ``success``)."""
@@ -291,6 +306,7 @@ class FakeWeChat:
         self._oauth_tokens: dict[str, _OAuthToken] = {}
         self._oauth_scopes: dict[str, str] = {}  # openid -> scope last granted on the authorize page
         self._init_subscribe()
+        self.member_cards: dict[str, FakeMemberCard] = {}  # code -> the member card it stands for
         self.app = self._build_app()
 
     # -- steering (tests) -------------------------------------------------------------------------
@@ -351,6 +367,7 @@ class FakeWeChat:
             self._oauth_tokens.clear()
             self._oauth_scopes.clear()
             self._init_subscribe()
+            self.member_cards.clear()
 
     def calls_to(self, path: str) -> list[Call]:
         with self._lock:
@@ -380,6 +397,9 @@ class FakeWeChat:
             "wxa/business/getuserphonenumber": self._phone_number,
             "cgi-bin/user/info": self._user_info,
             "connect/oauth2/authorize": self._authorize_page,
+            "card/membercard/userinfo/get": self._membercard_userinfo,
+            "card/membercard/activate": self._membercard_activate,
+            "card/membercard/updateuser": self._membercard_updateuser,
         }
         pay: dict[str, Handler] = {
             "pay/unifiedorder": self._unifiedorder,
@@ -752,6 +772,81 @@ class FakeWeChat:
                 **self._unionid(openid),
             }
         )
+
+    # -- member cards (卡券 会员卡) -----------------------------------------------------------------
+
+    def give_member_card(self, openid: str, card_id: str, *, code: str | None = None, **form: str) -> str:
+        """``openid`` takes member card ``card_id`` into their card wallet and fills in the activation
+        form (``phone``, ``name``, ``birthday`` as the user typed them); returns the card's code."""
+        code = code or str(100000000000 + secrets.randbelow(900000000000))
+        names = {"phone": "USER_FORM_INFO_FLAG_MOBILE", "name": "USER_FORM_INFO_FLAG_NAME"}
+        names["birthday"] = "USER_FORM_INFO_FLAG_BIRTHDAY"
+        with self._lock:
+            self.member_cards[code] = FakeMemberCard(card_id, code, openid, {names[k]: v for k, v in form.items()})
+        return code
+
+    def _member_card(self) -> tuple[FakeMemberCard | None, dict[str, Any], Response | None]:
+        refused = self._require_token(self.settings.mp_appid)
+        if refused:
+            return None, {}, refused
+        payload = _json_body() or {}
+        with self._lock:
+            card = self.member_cards.get(str(payload.get("code") or ""))
+        if card is None or (payload.get("card_id") and payload["card_id"] != card.card_id):
+            return None, payload, self._error(40056, "invalid serial code")
+        return card, payload, None
+
+    def _membercard_userinfo(self) -> Response:
+        card, _payload, refused = self._member_card()
+        if refused or card is None:
+            return refused or self._error(40056, "invalid serial code")
+        fields = [{"name": name, "value": value} for name, value in card.form.items()]
+        return self._json(
+            {
+                "errcode": 0,
+                "errmsg": "ok",
+                "openid": card.openid,
+                "nickname": "",
+                "membership_number": card.membership_number,
+                "bonus": card.bonus,
+                "balance": card.balance,
+                "sex": "",
+                "user_info": {"common_field_list": fields, "custom_field_list": []},
+                "user_card_status": "NORMAL",
+                "has_active": bool(card.membership_number),
+            }
+        )
+
+    def _membercard_activate(self) -> Response:
+        card, payload, refused = self._member_card()
+        if refused or card is None:
+            return refused or self._error(40056, "invalid serial code")
+        number = str(payload.get("membership_number") or "")
+        if not number:
+            return self._error(47001, "data format error: membership_number")
+        with self._lock:
+            if card.membership_number:  # the fake's own refusal of a second activation of one code
+                return self._error(40056, "invalid serial code: already activated")
+            card.membership_number = number
+            card.balance = int(payload.get("init_balance") or 0)
+            card.bonus = int(payload.get("init_bonus") or 0)
+            card.activations += 1
+        return self._json({"errcode": 0, "errmsg": "ok"})
+
+    def _membercard_updateuser(self) -> Response:
+        card, payload, refused = self._member_card()
+        if refused or card is None:
+            return refused or self._error(40056, "invalid serial code")
+        with self._lock:
+            if not card.membership_number:
+                return self._error(40056, "invalid serial code: not activated")
+            # WeChat: the totals (bonus, balance) win over the deltas (add_bonus, add_balance).
+            bonus, balance = payload.get("bonus"), payload.get("balance")
+            card.bonus = int(bonus) if bonus is not None else card.bonus + int(payload.get("add_bonus") or 0)
+            card.balance = int(balance) if balance is not None else card.balance + int(payload.get("add_balance") or 0)
+            card.updates.append(dict(payload))
+        result = {"result_bonus": card.bonus, "result_balance": card.balance, "openid": card.openid}
+        return self._json({"errcode": 0, "errmsg": "ok", **result})
 
     # -- web OAuth --------------------------------------------------------------------------------
 
@@ -1203,6 +1298,13 @@ class FakeWeChat:
     def event(self, openid: str, event: str, **fields: str) -> str:
         extra = "".join(f"<{k}>{_cdata(v)}</{k}>" for k, v in fields.items())
         return self._inbound(openid, "event", f"<Event>{_cdata(event)}</Event>{extra}")
+
+    def card_event(self, openid: str, event: str, card_id: str, code: str, **fields: str) -> str:
+        """A member-card event as WeChat sends it (``user_get_card``, ``submit_membercard_user_info``);
+        post it signed with ``mp_post``."""
+        if event == "user_get_card":
+            fields = {"IsGiveByFriend": "0", "OuterId": "0", "IsRestoreMemberCard": "0", **fields}
+        return self.event(openid, event, CardId=card_id, UserCardCode=code, **fields)
 
     def _inbound(self, openid: str, msg_type: str, rest: str) -> str:
         return (
