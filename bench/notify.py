@@ -3,9 +3,10 @@
     python -m bench.notify [--workers 4] [--clients 8] [--orders 3000] [--rounds 4] [--members 32]
                            [--rewards] [--database-url URL] [--port PORT]
 
-The app is served by gunicorn with N sync worker *processes* (``gunicorn -w N wsgi:app`` on
-127.0.0.1, a free port in 5300-5399, ``DATABASE_URL`` set, ``WECHAT_SANDBOX=1``, no ``REDIS_URL``), as
-production runs it. Before the clock starts, this process creates the recharge orders through the
+The app is served by gunicorn with N worker *processes* and production's settings
+(``gunicorn -c gunicorn.conf.py -w N wsgi:app``: gthread workers, threads and keep-alive as configured
+there, on 127.0.0.1, a free port in 5300-5399, ``DATABASE_URL`` set, ``WECHAT_SANDBOX=1``, no
+``REDIS_URL``), as production runs it. Before the clock starts, this process creates the recharge orders through the
 service layer (``recharge.start_recharge``: the cap check, the snapshot, WeChat Pay's unified order
 answered by the fake WeChat on a local port), marks them paid at the fake and takes the notification
 XML the fake signs for each (``FakeWeChat.payment_notification``: WeChat's fields, HMAC-SHA256, no
@@ -20,7 +21,7 @@ XML the fake signs for each (``FakeWeChat.payment_notification``: WeChat's field
 
 A notification does more than one credit (verify the signature, read the order, a guarded order
 ``UPDATE``, the credit, and the bonus and points credits with ``--rewards``), behind gunicorn's HTTP
-parsing and a new TCP connection per request (sync workers close it). Afterwards it checks that
+parsing and a new TCP connection per request (WeChat opens one per notification). Afterwards it checks that
 every order is paid, credited exactly once (one ``recharge:<no>:principal`` ledger row each, every
 member's balance the sum of their orders), that no anomaly was recorded, that the credit wallets hold
 what their workers counted, and that ``check_ledger()`` finds nothing; the exit status is 1 otherwise.
@@ -199,10 +200,23 @@ class Gunicorn:
         }
         self.port = port
         self.log = log_path.open("w")
-        command = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-                   "--backlog", "512", "--timeout", "60", "wsgi:app"]  # fmt: skip
+        # Production's settings (gunicorn.conf.py: worker class, threads, keep-alive), this many processes.
+        command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "-w", str(workers),
+                   "-b", f"127.0.0.1:{port}", "--backlog", "512", "--timeout", "60", "wsgi:app"]  # fmt: skip
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.workers = workers
+
+    @staticmethod
+    def describe() -> str:
+        """The worker class, threads and keep-alive that gunicorn.conf.py gives in this environment."""
+        import runpy
+
+        conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+        text = str(conf.get("worker_class", "sync"))
+        if text == "gthread":
+            text += f", {conf.get('threads', 1)} threads, keep-alive {conf.get('keepalive', 2)} s"
+        extra = os.environ.get("GUNICORN_CMD_ARGS")
+        return f"{text}; GUNICORN_CMD_ARGS {extra}" if extra else text
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -258,7 +272,7 @@ class Gunicorn:
 
 
 def http_post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    """One POST on a new connection (gunicorn's sync workers close it; WeChat opens one per call too)."""
+    """One POST on a new connection, closed after the answer (WeChat opens one per notification)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.request("POST", path, body=body, headers=headers)
@@ -466,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
 
         where = url.split("?")[0].rsplit("/", 1)[-1]
         rewards = " with bonus and points" if args.rewards else ""
-        print(f"pay notifications on {url.split(':', 1)[0]} ({where}): gunicorn -w {n} (sync), {m} client "
+        served = f"gunicorn -w {n} ({Gunicorn.describe()})"
+        print(f"pay notifications on {url.split(':', 1)[0]} ({where}): {served}, {m} client "
               f"processes, {len(timed)} orders of {AMOUNT_FEN} fen{rewards} in {rounds} slices, "
               f"{args.members} members; orders created in {created_in:.0f} s", flush=True)  # fmt: skip
 

@@ -356,16 +356,32 @@ def _nonce_reused(client: Client, remote_addr: str | None) -> SignatureRejected:
 
 
 _INSERT_NONCE = Sql("INSERT INTO open_nonce (client_id, nonce, created_at) VALUES (?, ?, ?)")
+# The nonce, and in the same round trip what ``_stored`` would say: inserted only while the client is active
+# and the Idempotency-Key has no answer (a new request, the usual case). Consistent reads of open_client and
+# open_request at READ COMMITTED, as ``_stored`` makes them: no lock taken.
+_INSERT_NONCE_IF_NEW = Sql(
+    "INSERT INTO open_nonce (client_id, nonce, created_at) SELECT ?, ?, ? FROM open_client c WHERE c.id = ? "
+    "AND c.active = 1 AND NOT EXISTS (SELECT 1 FROM open_request r WHERE r.client_id = ? AND r.idempotency_key = ?)"
+)
 _PRUNE_NONCES = Sql("DELETE FROM open_nonce WHERE created_at < ?")
 
 
-def _insert_nonce(client_pk: int, nonce: str) -> None:
-    """In the caller's transaction; a nonce seen before fails on the UNIQUE (client_id, nonce)."""
+def _insert_nonce(client_pk: int, nonce: str, *, if_new: str | None = None) -> bool:
+    """In the caller's transaction; a nonce seen before fails on the UNIQUE (client_id, nonce).
+
+    ``if_new``: an Idempotency-Key; False (nothing inserted) when it has a stored answer or the client is
+    deactivated (``_stored`` tells which)."""
     tx = hotpath.cursor()
-    _INSERT_NONCE.run(tx, (client_pk, nonce, tx.timestamp()))
+    if if_new is None:
+        _INSERT_NONCE.run(tx, (client_pk, nonce, tx.timestamp()))
+    else:
+        params = (client_pk, nonce, tx.timestamp(), client_pk, client_pk, if_new)
+        if _INSERT_NONCE_IF_NEW.run(tx, params).rowcount != 1:
+            return False
     if random.randrange(_PRUNE_EVERY) == 0:
         cutoff = utcnow() - timedelta(seconds=NONCE_TTL + 60)
         _PRUNE_NONCES.run(tx, (cutoff.strftime("%Y-%m-%d %H:%M:%S.%f") if tx.sql.sqlite else cutoff,))
+    return True
 
 
 _insert_nonce_alone = transactional(_insert_nonce)
@@ -459,12 +475,16 @@ def _run_idempotent(
     operation: Callable[[], tuple[int, dict[str, Any]]],
     nonce: str | None,
 ) -> Answer:
+    stored = None
     if nonce is not None:
         try:
-            _insert_nonce(client_pk, nonce)
+            if not _insert_nonce(client_pk, nonce, if_new=key):  # a retry, or a deactivated client
+                _insert_nonce(client_pk, nonce)  # burnt all the same
+                stored = _stored(client_pk, key)
         except IntegrityError:
             raise _NonceTaken() from None
-    stored = _stored(client_pk, key)
+    else:  # the nonce is in Redis already
+        stored = _stored(client_pk, key)
     if stored is not None:
         return _replay(stored, fingerprint)
     status, body = operation()

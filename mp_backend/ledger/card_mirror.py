@@ -30,7 +30,7 @@ def changed(member_ids: Iterable[int]) -> None:
         return
     from .service import _Tx
 
-    tx = _Tx()
+    tx = _Tx.current()
     statement = _BUMP if tx.conn.dialect.paramstyle == "qmark" else _BUMP.replace("?", "%s")
     # One push per member and transaction, however many entries it wrote (the pending list is
     # emptied by the commit or the rollback, ``transaction.transactional``).
