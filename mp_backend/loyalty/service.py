@@ -12,13 +12,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from ..errors import ValidationFailed
 from ..extensions import db
 from ..ledger import points
 from ..ledger import service as ledger
 from ..models_base import utcnow
-from ..transaction import transactional
+from ..transaction import RetryTransaction, transactional
 from .models import EarnRule, ExpiryProgress, PointsAdjustment, PointsRefund, PointsSettings
 
 SETTINGS_FIELDS = (
@@ -438,7 +439,10 @@ def _expire_next(now: datetime, limit: int) -> tuple[int, int]:
     if progress is None:
         progress = ExpiryProgress(id=1, expires_at=None, lot_id=0, updated_at=now)
         db.session.add(progress)
-        db.session.flush()
+        try:
+            db.session.flush()
+        except IntegrityError:  # the first run ever, raced by another: its row is there, start again
+            raise RetryTransaction() from None
     cursor = points.ExpiryCursor(progress.expires_at, progress.lot_id)
     seen, expired, after = points.expire_batch(now, cursor, limit)
     progress.expires_at, progress.lot_id, progress.updated_at = after.expires_at, after.lot_id, now

@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from sqlalchemy import select
 
 from mp_backend.extensions import db, jobs
@@ -23,7 +25,7 @@ from tests.conftest import assert_ledger_ok, count_rows
 
 from .conftest import CARD_ID, drain
 
-CONFIG = {"WECHAT_CARD_ID": CARD_ID, "WECHAT_CARD_PUSH_LEASE_SECONDS": 1}
+CONFIG = {"WECHAT_CARD_ID": CARD_ID, "WECHAT_CARD_PUSH_LEASE_SECONDS": 30}
 FORM = {"phone": "13900139000", "name": "张三", "birthday": "1988-2-9"}
 
 
@@ -128,8 +130,10 @@ def test_a_push_that_died_holding_the_card_is_taken_over_and_sends_the_latest_va
     ledger.credit(member_id, 200, key="k-2", operator="test")
     drain(app)
     assert fake.member_cards[code].balance == 1_000  # nothing sent while the dead claim holds
-    time.sleep(1.1)  # WECHAT_CARD_PUSH_LEASE_SECONDS
-    assert wechat_card.push(member_id) == "sent"  # the retry
+    # the retry, once the lease (WECHAT_CARD_PUSH_LEASE_SECONDS, 30) has run out: a clock the test
+    # controls, so that a slow machine cannot let the lease run out before the assertion above
+    with time_machine.travel(datetime.now(UTC) + timedelta(seconds=31), tick=False):
+        assert wechat_card.push(member_id) == "sent"
     assert fake.member_cards[code].balance == 1_300 == available(member_id)
     # the old job retried again, or any older pending push: nothing newer to send
     assert wechat_card.push(member_id) == "current"
