@@ -23,6 +23,7 @@ from typing import Any
 
 from flask import current_app
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from sqlalchemy import Select, select, update
 
 from ..config import INSTANCE
@@ -71,9 +72,13 @@ def yuan_number(fen: int | None) -> Decimal | None:
 
 
 def safe_cell(value: Any) -> Any:
-    """Text that a spreadsheet would read as a formula gets a leading apostrophe."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
+    """Text that a spreadsheet would read as a formula gets a leading apostrophe; characters a
+    spreadsheet (XML) cannot hold (control characters from a WeChat nickname, say) become U+FFFD, so
+    one odd name never fails a whole export."""
+    if isinstance(value, str):
+        value = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+        if value.startswith(FORMULA_PREFIXES):
+            return "'" + value
     return value
 
 

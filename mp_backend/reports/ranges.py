@@ -49,7 +49,11 @@ def _check_year(year: int) -> None:
 
 
 def check_range(start: datetime | None, end: datetime | None, *, max_days: int = MAX_RANGE_DAYS) -> None:
-    """``from`` after ``to``, or a range longer than ``max_days`` days: 422 ``invalid_range``."""
+    """A bound outside 2000-2100, ``from`` after ``to``, or a range longer than ``max_days`` days:
+    422 ``invalid_range`` (a one-sided range is checked too)."""
+    for bound in (start, end):
+        if bound is not None:
+            _check_year(bound.year)
     if start is not None and end is not None:
         if start > end:
             raise InvalidRange("开始时间不能晚于结束时间")

@@ -54,7 +54,12 @@ def member_detail(member_id: int) -> dict:
     staff = current_staff()
     if "view_records" not in org.PERMISSIONS[staff.role]:
         raise Forbidden("当前角色没有此权限", code="permission_denied")
-    return summarize(members.get_member(member_id)).as_dict()
+    body = summarize(members.get_member(member_id)).as_dict()
+    from ..reports.lists import mask_phone, masks_phones
+
+    if masks_phones(staff):  # as in the member list and exports: a clerk sees phones masked
+        body["phone"] = mask_phone(body.get("phone"))
+    return body
 
 
 @blp.route("/members/<id:member_id>/status", methods=["POST"])

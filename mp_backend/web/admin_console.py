@@ -205,8 +205,11 @@ def member_points(query: dict, member_id: int) -> dict:
     """The member's points entries (award, spend, expire, reversal), newest first."""
     from sqlalchemy import func, select
 
-    scopes.viewer(current_staff().id)
+    staff = scopes.viewer(current_staff().id)
     _member(member_id)
+    # Points belong to no store: store staff see the movements, not their references (another store's
+    # receipt or order number), as the member's ledger shows them only their own stores' rows.
+    hq = org.store_ids_in_scope(staff) is None
     where = PointsEntry.member_id == member_id
     total = int(db.session.scalar(select(func.count()).select_from(PointsEntry).where(where)) or 0)
     rows = db.session.scalars(
@@ -222,7 +225,7 @@ def member_points(query: dict, member_id: int) -> dict:
             "kind": r.kind,
             "delta": r.delta,
             "balance_after": r.balance_after,
-            "reference": r.reference,
+            "reference": r.reference if hq else None,
             "created_at": r.created_at.isoformat(),
         }
         for r in rows

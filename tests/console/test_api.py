@@ -220,6 +220,32 @@ def test_members_search_and_history(api, money, make_member):
     assert api("clerk", "GET", f"/admin/api/members/{alice}/ledger")["total"] == 3  # sh01 only
     assert api("admin", "GET", "/admin/api/members/999999/ledger", 404)["error"]["code"] == "member_not_found"
     assert api("admin", "GET", f"/admin/api/members/{alice}/points-history")["items"] == []
+    # a clerk reading a member by id sees the phone masked too, as in the list and exports
+    zhang = found["items"][0]["id"]
+    assert api("admin", "GET", f"/admin/api/members/{zhang}")["phone"] == "13700001111"
+    assert api("clerk", "GET", f"/admin/api/members/{zhang}")["phone"] == "137****1111"
+
+
+def test_points_history_shows_store_staff_no_references(api, money):
+    from mp_backend.ledger import points
+
+    alice = money["alice"]
+    points.award_points(alice, 50, key="offline:2:S2-RECEIPT", source="recharge", reference="offline:2:S2-RECEIPT")
+    db.session.commit()
+    assert api("admin", "GET", f"/admin/api/members/{alice}/points-history")["items"][0]["reference"]
+    assert api("clerk", "GET", f"/admin/api/members/{alice}/points-history")["items"][0]["reference"] is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["created_from=1970-01-01T00:00:00", "created_to=9999-01-01T00:00:00", "paid_from=1970-01-01T00:00:00"],
+)
+def test_a_one_sided_absurd_bound_is_refused(api, org, query):
+    for path in ("/admin/api/ledger", "/admin/api/recharge-orders"):
+        if path == "/admin/api/ledger" and query.startswith("paid"):
+            continue
+        assert api("admin", "GET", f"{path}?{query}", 422)["error"]["code"] == "invalid_range"
+    assert api("admin", "GET", "/admin/api/recharge-stats?from=1970-01-01", 422)["error"]["code"] == "invalid_range"
 
 
 # -- management and audit --------------------------------------------------------------------------
