@@ -199,10 +199,23 @@ class Gunicorn:
         }
         self.port = port
         self.log = log_path.open("w")
-        command = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-                   "--backlog", "512", "--timeout", "60", "wsgi:app"]  # fmt: skip
+        # Production's settings (gunicorn.conf.py: worker class, threads, keep-alive), this many processes.
+        command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "-w", str(workers),
+                   "-b", f"127.0.0.1:{port}", "--backlog", "512", "--timeout", "60", "wsgi:app"]  # fmt: skip
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.workers = workers
+
+    @staticmethod
+    def describe() -> str:
+        """The worker class, threads and keep-alive that gunicorn.conf.py gives in this environment."""
+        import runpy
+
+        conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+        text = str(conf.get("worker_class", "sync"))
+        if text == "gthread":
+            text += f", {conf.get('threads', 1)} threads, keep-alive {conf.get('keepalive', 2)} s"
+        extra = os.environ.get("GUNICORN_CMD_ARGS")
+        return f"{text}; GUNICORN_CMD_ARGS {extra}" if extra else text
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -466,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
 
         where = url.split("?")[0].rsplit("/", 1)[-1]
         rewards = " with bonus and points" if args.rewards else ""
-        print(f"pay notifications on {url.split(':', 1)[0]} ({where}): gunicorn -w {n} (sync), {m} client "
+        served = f"gunicorn -w {n} ({Gunicorn.describe()})"
+        print(f"pay notifications on {url.split(':', 1)[0]} ({where}): {served}, {m} client "
               f"processes, {len(timed)} orders of {AMOUNT_FEN} fen{rewards} in {rounds} slices, "
               f"{args.members} members; orders created in {created_in:.0f} s", flush=True)  # fmt: skip
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import http.client
 import json
 import math
 import multiprocessing as mp
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ledger import BENCH_SECRET_KEY, RawDebits, make_app, prepare_database
-from bench.notify import Gunicorn, PhaseResult, http_post, port_range, run_slices
+from bench.notify import Gunicorn, PhaseResult, port_range, run_slices
 from bench.notify import free_port as notify_free_port
 
 DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/mp_bench_till?charset=utf8mb4"
@@ -104,10 +105,9 @@ def signature(secret: str, method: str, path: str, timestamp: str, nonce: str, b
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def charge(port: int, client_id: str, secret: str, body: dict[str, Any], key: str) -> tuple[int, bytes]:
-    data = json.dumps(body, separators=(",", ":")).encode()
+def signed_headers(client_id: str, secret: str, data: bytes, key: str) -> dict[str, str]:
     timestamp, nonce = str(int(time.time())), secrets.token_hex(12)
-    headers = {
+    return {
         "Content-Type": "application/json",
         "X-Client-Id": client_id,
         "X-Timestamp": timestamp,
@@ -115,20 +115,58 @@ def charge(port: int, client_id: str, secret: str, body: dict[str, Any], key: st
         "X-Signature": signature(secret, "POST", PATH, timestamp, nonce, data),
         "Idempotency-Key": key,
     }
-    return http_post(port, PATH, data, headers)
+
+
+class Till:
+    """A till's HTTP connection, kept open from one charge to the next as a till system keeps it (HTTP/1.1
+    keep-alive). When the server has closed it while idle, the charge is signed again (a new nonce: the
+    first may have arrived) and sent on a new connection, with the same Idempotency-Key and body."""
+
+    def __init__(self, port: int, client_id: str, secret: str) -> None:
+        self.port, self.client_id, self.secret = port, client_id, secret
+        self.conn: http.client.HTTPConnection | None = None
+        self.reconnects = 0
+
+    def charge(self, body: dict[str, Any], key: str) -> tuple[int, bytes]:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        while True:
+            reused = self.conn is not None
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                headers = signed_headers(self.client_id, self.secret, data, key)
+                self.conn.request("POST", PATH, body=data, headers=headers)
+                response = self.conn.getresponse()
+                answer = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if not reused:
+                    raise
+                self.reconnects += 1
+                continue
+            if response.will_close:
+                self.close()
+            return response.status, answer
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def client(index: int, port: int, client_id: str, secret: str, slices: list[list[tuple[str, str]]],
            barrier: Any, results: Any) -> None:  # fmt: skip
-    """One till process: per slice, its charges one after the other."""
+    """One till process: per slice, its charges one after the other on its one kept-open connection."""
+    till = Till(port, client_id, secret)
 
     def send(item: tuple[str, str]) -> str | None:
         card_no, order_no = item
         body = {"member": {"card_no": card_no}, "amount_fen": AMOUNT_FEN, "order_no": order_no, "store_code": STORE}
-        status, answer = charge(port, client_id, secret, body, order_no)
+        status, answer = till.charge(body, order_no)
         return None if status == 201 else f"HTTP {status}: {answer[:200]!r}"
 
     run_slices(index, slices, barrier, results, send)
+    till.close()
 
 
 def debitor(index: int, url: str, member_id: int, slices: list[int], barrier: Any, results: Any) -> None:
@@ -235,11 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     server = Gunicorn(url, n, port, log_path, extra_env=extra)
     try:
         server.wait_ready()
+        warm_till = Till(port, client_id, secret)
         for card_no, order_no in orders[: m * WARM_UP]:
             body = {"member": {"card_no": card_no}, "amount_fen": AMOUNT_FEN, "order_no": order_no, "store_code": STORE}
-            status, answer = charge(port, client_id, secret, body, order_no)
+            status, answer = warm_till.charge(body, order_no)
             if status != 201:
                 raise SystemExit(f"bench: warm-up charge refused: HTTP {status} {answer[:300]!r}")
+        warm_till.close()
         timed = orders[m * WARM_UP :]
         per_round = math.ceil(len(timed) / rounds)
         batches = [timed[r * per_round : (r + 1) * per_round] for r in range(rounds)]
@@ -248,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
 
         where = url.split("?")[0].rsplit("/", 1)[-1]
         nonces = "Redis" if args.redis_url else "the open_nonce table"
-        print(f"open-API charges on {url.split(':', 1)[0]} ({where}): gunicorn -w {n} (sync), {m} client "
+        served = f"gunicorn -w {n} ({Gunicorn.describe()})"
+        print(f"open-API charges on {url.split(':', 1)[0]} ({where}): {served}, {m} client "
               f"processes, {len(timed)} charges of {AMOUNT_FEN} fen in {rounds} slices over {args.members} "
               f"members, nonces in {nonces}", flush=True)  # fmt: skip
 

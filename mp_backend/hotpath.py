@@ -48,5 +48,6 @@ class Sql:
 
 
 def cursor() -> Tx:
-    """The current session transaction's driver cursor (the transaction begins if need be)."""
-    return Tx()
+    """The current session transaction's driver cursor (the transaction begins if need be), one per
+    transaction."""
+    return Tx.current()

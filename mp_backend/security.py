@@ -18,7 +18,8 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.routing import IntegerConverter
 
 from .config import DEV_SECRET_KEY
@@ -50,6 +51,18 @@ def apply_session_policy(app: Flask) -> None:
     """Derived here, not in Config, so a test or deployment overriding either input keeps them in step."""
     app.config["SESSION_COOKIE_SECURE"] = str(app.config.get("PUBLIC_BASE_URL") or "").lower().startswith("https://")
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=int(app.config["MEMBER_TOKEN_MAX_AGE"]))
+    app.session_interface = CookieSessions()
+
+
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, opened without work when there is nothing to open: a request without a
+    ``Cookie`` header (every open-API call and WeChat notification) gets the empty session Flask would give
+    it, without a signing serializer built and the absent cookies parsed on every request."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if app.secret_key and "HTTP_COOKIE" not in request.environ:
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 # -- JSON bodies ------------------------------------------------------------------------------------

@@ -18,8 +18,10 @@ Idempotency: every call carries a key. A second call with the same key and the s
 the first result (``replayed=True``) and changes nothing; with a different request it is refused with
 ``idempotency_conflict``. The UNIQUE key decides races: the loser's INSERT fails, its transaction is
 rolled back, and it answers with the winner's row. Inside a larger service call (a recharge, an
-order: ``in_transaction()``), the key is looked up first, and a lost race restarts the whole call
-(``RetryTransaction``), which then finds the winner's row.
+order: ``in_transaction()``), the duplicate key is answered the same way within that transaction, or,
+when the winner committed after the transaction's snapshot, by restarting the whole call
+(``RetryTransaction``), which then finds the winner's row; a plan that writes before the ledger row
+(a refund) looks the key up first.
 
 The ledger sits at the bottom: it imports no other domain. Permissions and audit rows are the
 caller's, in the caller's transaction; what it must know about a member lives on the wallet
@@ -147,12 +149,26 @@ _statements: dict[str, _Statements] = {}
 
 class _Tx:
     """The current transaction's driver cursor: statements go straight to the driver, errors come back
-    translated by SQLAlchemy exactly as if SQLAlchemy had issued them."""
+    translated by SQLAlchemy exactly as if SQLAlchemy had issued them. ``_Tx.current()`` makes one per
+    session transaction and hands the same one out until that transaction ends."""
 
-    __slots__ = ("conn", "cur", "sql", "error_class")
+    __slots__ = ("conn", "cur", "sql", "error_class", "owner")
+
+    @classmethod
+    def current(cls) -> _Tx:
+        session = db.session()
+        owner = session.get_transaction()
+        tx: _Tx | None = session.info.get("driver_tx")
+        # The session's connection and a new cursor cost more CPU than a short statement: reuse them
+        # while the transaction that made them is the session's, still active, on a valid connection.
+        if tx is not None and tx.owner is owner and owner.is_active and not tx.conn.invalidated:  # type: ignore[union-attr]
+            return tx
+        tx = session.info["driver_tx"] = cls()
+        return tx
 
     def __init__(self) -> None:
         conn: Connection = db.session.connection()
+        self.owner = db.session().get_transaction()
         dialect = conn.dialect
         self.conn = conn
         self.cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -457,7 +473,7 @@ def reverse(credit_entry_id: int, *, key: str, operator: str, reason: str, store
 
 def open_wallet(member_id: int) -> None:
     """Create the (empty) wallet of a new member, in the caller's transaction."""
-    tx = _Tx()
+    tx = _Tx.current()
     tx.run(tx.sql.open_wallet, (_member_id(member_id), tx.timestamp()))
 
 
@@ -465,7 +481,7 @@ def set_frozen(member_id: int, frozen: bool) -> None:
     """Stop (or allow again) new money and payments for a frozen or lost card, in the caller's transaction."""
     if type(frozen) is not bool:
         raise ValidationFailed("frozen 必须是 true 或 false", code="invalid_frozen")
-    tx = _Tx()
+    tx = _Tx.current()
     if tx.run(tx.sql.set_frozen, (1 if frozen else 0, _member_id(member_id))).rowcount != 1:
         raise MemberNotFound()
 
@@ -473,7 +489,7 @@ def set_frozen(member_id: int, frozen: bool) -> None:
 def get_balance(member_id: int, *, for_update: bool = False) -> Balance:
     """The wallet's buckets; ``for_update``: locked until the caller's transaction ends (a caller that
     decides an amount from them, as a recharge refund does, so no spend slips in between)."""
-    tx = _Tx()
+    tx = _Tx.current()
     row = tx.one(tx.sql.lock_wallet if for_update else tx.sql.balance, (_member_id(member_id),))
     if row is None:
         raise MemberNotFound()
@@ -481,7 +497,7 @@ def get_balance(member_id: int, *, for_update: bool = False) -> Balance:
 
 
 def find_entry(entry_id: int) -> Posting:
-    tx = _Tx()
+    tx = _Tx.current()
     row = tx.one(tx.sql.entry_by_id, (_entry_id(entry_id, "entry_not_found", "流水不存在"),))
     if row is None:
         raise NotFound("流水不存在", code="entry_not_found")
@@ -504,16 +520,22 @@ def _execute(request: _Request, plan: Planner, amount_optional: bool = False) ->
     _validate(request, amount_optional)
     if in_transaction():
         # Part of a larger service call (a recharge, an order) that owns the transaction.
-        tx = _Tx()
-        row = tx.one(tx.sql.entry_by_key, (request.key,))
-        if row is not None:
-            return _replay(row, request)
+        tx = _Tx.current()
+        if plan not in _READS_BEFORE_INSERT:
+            row = tx.one(tx.sql.entry_by_key, (request.key,))
+            if row is not None:
+                return _replay(row, request)
         try:
             return _apply(request, plan)
         except IntegrityError as error:
-            if is_duplicate_key(error):  # a racing copy committed first: run the whole call again
+            if not is_duplicate_key(error):
+                raise
+            # The key's row exists: a retry this transaction can see (answer with it), or a racing
+            # copy committed after this transaction's snapshot (run the whole call again).
+            row = tx.one(tx.sql.entry_by_key, (request.key,))
+            if row is None:
                 raise RetryTransaction() from error
-            raise
+            return _replay(row, request, error)
         except AppError as error:
             # A racing copy may have committed while this call waited for the wallet lock, and then
             # this one is refused (the money it moved is gone): answer with the first result.
@@ -527,7 +549,7 @@ def _execute(request: _Request, plan: Planner, amount_optional: bool = False) ->
         # A retry of a request that already took effect: answer with the first result. This is also
         # how the loser of a race on one key ends up, and how a retried debit that would now find the
         # balance too low still gets its original success.
-        tx = _Tx()
+        tx = _Tx.current()
         row = tx.one(tx.sql.entry_by_key, (request.key,))
         db.session.rollback()
         if row is None:
@@ -543,7 +565,7 @@ def _replay(row: tuple[Any, ...], request: _Request, error: BaseException | None
 
 
 def _apply(request: _Request, plan: Planner) -> Posting:
-    tx = _Tx()
+    tx = _Tx.current()
     p = plan(tx, request)
     after = Balance(p.before.principal_fen + p.dp, p.before.bonus_fen + p.db, p.before.held_fen + p.dh)
     params = (
@@ -837,3 +859,13 @@ def _plan_reversal(tx: _Tx, r: _Request) -> _Plan:
         related_entry_id=original["id"],
         closes_entry_id=original["id"],
     )
+
+
+# Plans that only read (lock, look up) before the ledger row's INSERT. Nested in a larger call, these
+# skip the up-front key lookup (a round trip and 14 columns on every call, for a row that is almost
+# never there): the UNIQUE key refuses a second row, and the failed INSERT, which leaves the caller's
+# transaction as it was, is followed by the lookup. Any other plan (a refund moves its guard row
+# first) looks the key up before it writes anything.
+_READS_BEFORE_INSERT: frozenset[Planner] = frozenset(
+    (_plan_credit, _plan_spend, _plan_capture, _plan_withdrawal, _plan_reversal)
+)

@@ -510,8 +510,9 @@ def _order_row(by: str, key: int | str) -> SettleRow | None:
     return order._replace(card_only_non_members=bool(order.card_only_non_members))  # MariaDB gives 0 / 1
 
 
-def handle_notification(body: bytes) -> Outcome:
-    fields = pay.parse_xml(body)
+def handle_notification(body: bytes, fields: dict[str, str] | None = None) -> Outcome:
+    """``fields``: the body already parsed by ``pay.parse_xml`` (the web handler parses it once)."""
+    fields = pay.parse_xml(body) if fields is None else fields
     if fields is None:
         log.warning("pay notify: not a WeChat Pay XML document (%d bytes)", len(body or b""))
         return Outcome(False, message="XML格式错误")

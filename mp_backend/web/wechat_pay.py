@@ -27,7 +27,7 @@ def notify() -> Response:
         if fields is not None and payments.is_order_payment(fields.get("out_trade_no") or ""):
             outcome = payments.handle_notification(fields)
         else:
-            outcome = recharge.handle_notification(body)
+            outcome = recharge.handle_notification(body, fields)
     except Exception:  # WeChat retries on anything but SUCCESS; the order stays pending for the query job
         log.exception("pay notify: failed")
         return Response(pay.fail_xml("处理失败"), status=500, mimetype="text/xml")
