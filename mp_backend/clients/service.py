@@ -356,16 +356,30 @@ def _nonce_reused(client: Client, remote_addr: str | None) -> SignatureRejected:
 
 
 _INSERT_NONCE = Sql("INSERT INTO open_nonce (client_id, nonce, created_at) VALUES (?, ?, ?)")
+# The nonce, and in the same round trip whether the Idempotency-Key has an answer: inserted only when it has
+# none (a new request, the usual case). A consistent read of open_request at READ COMMITTED: no lock taken.
+_INSERT_NONCE_UNLESS_ANSWERED = Sql(
+    "INSERT INTO open_nonce (client_id, nonce, created_at) SELECT ?, ?, ? FROM (SELECT 1 AS one) AS one "
+    "WHERE NOT EXISTS (SELECT 1 FROM open_request WHERE client_id = ? AND idempotency_key = ?)"
+)
 _PRUNE_NONCES = Sql("DELETE FROM open_nonce WHERE created_at < ?")
 
 
-def _insert_nonce(client_pk: int, nonce: str) -> None:
-    """In the caller's transaction; a nonce seen before fails on the UNIQUE (client_id, nonce)."""
+def _insert_nonce(client_pk: int, nonce: str, *, unless_answered: str | None = None) -> bool:
+    """In the caller's transaction; a nonce seen before fails on the UNIQUE (client_id, nonce).
+
+    ``unless_answered``: an Idempotency-Key; False (nothing inserted) when it has a stored answer."""
     tx = hotpath.cursor()
-    _INSERT_NONCE.run(tx, (client_pk, nonce, tx.timestamp()))
+    if unless_answered is None:
+        _INSERT_NONCE.run(tx, (client_pk, nonce, tx.timestamp()))
+    else:
+        params = (client_pk, nonce, tx.timestamp(), client_pk, unless_answered)
+        if _INSERT_NONCE_UNLESS_ANSWERED.run(tx, params).rowcount != 1:
+            return False
     if random.randrange(_PRUNE_EVERY) == 0:
         cutoff = utcnow() - timedelta(seconds=NONCE_TTL + 60)
         _PRUNE_NONCES.run(tx, (cutoff.strftime("%Y-%m-%d %H:%M:%S.%f") if tx.sql.sqlite else cutoff,))
+    return True
 
 
 _insert_nonce_alone = transactional(_insert_nonce)
@@ -459,12 +473,16 @@ def _run_idempotent(
     operation: Callable[[], tuple[int, dict[str, Any]]],
     nonce: str | None,
 ) -> Answer:
+    stored = None
     if nonce is not None:
         try:
-            _insert_nonce(client_pk, nonce)
+            if not _insert_nonce(client_pk, nonce, unless_answered=key):  # a retry: burn its nonce all the same
+                _insert_nonce(client_pk, nonce)
+                stored = _stored(client_pk, key)
         except IntegrityError:
             raise _NonceTaken() from None
-    stored = _stored(client_pk, key)
+    else:  # the nonce is in Redis already
+        stored = _stored(client_pk, key)
     if stored is not None:
         return _replay(stored, fingerprint)
     status, body = operation()
