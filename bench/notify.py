@@ -3,9 +3,10 @@
     python -m bench.notify [--workers 4] [--clients 8] [--orders 3000] [--rounds 4] [--members 32]
                            [--rewards] [--database-url URL] [--port PORT]
 
-The app is served by gunicorn with N sync worker *processes* (``gunicorn -w N wsgi:app`` on
-127.0.0.1, a free port in 5300-5399, ``DATABASE_URL`` set, ``WECHAT_SANDBOX=1``, no ``REDIS_URL``), as
-production runs it. Before the clock starts, this process creates the recharge orders through the
+The app is served by gunicorn with N worker *processes* and production's settings
+(``gunicorn -c gunicorn.conf.py -w N wsgi:app``: gthread workers, threads and keep-alive as configured
+there, on 127.0.0.1, a free port in 5300-5399, ``DATABASE_URL`` set, ``WECHAT_SANDBOX=1``, no
+``REDIS_URL``), as production runs it. Before the clock starts, this process creates the recharge orders through the
 service layer (``recharge.start_recharge``: the cap check, the snapshot, WeChat Pay's unified order
 answered by the fake WeChat on a local port), marks them paid at the fake and takes the notification
 XML the fake signs for each (``FakeWeChat.payment_notification``: WeChat's fields, HMAC-SHA256, no
@@ -20,7 +21,7 @@ XML the fake signs for each (``FakeWeChat.payment_notification``: WeChat's field
 
 A notification does more than one credit (verify the signature, read the order, a guarded order
 ``UPDATE``, the credit, and the bonus and points credits with ``--rewards``), behind gunicorn's HTTP
-parsing and a new TCP connection per request (sync workers close it). Afterwards it checks that
+parsing and a new TCP connection per request (WeChat opens one per notification). Afterwards it checks that
 every order is paid, credited exactly once (one ``recharge:<no>:principal`` ledger row each, every
 member's balance the sum of their orders), that no anomaly was recorded, that the credit wallets hold
 what their workers counted, and that ``check_ledger()`` finds nothing; the exit status is 1 otherwise.
@@ -271,7 +272,7 @@ class Gunicorn:
 
 
 def http_post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    """One POST on a new connection (gunicorn's sync workers close it; WeChat opens one per call too)."""
+    """One POST on a new connection, closed after the answer (WeChat opens one per notification)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.request("POST", path, body=body, headers=headers)

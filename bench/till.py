@@ -3,23 +3,26 @@
     python -m bench.till [--workers 4] [--clients 8] [--charges 3000] [--rounds 4] [--members 32]
                          [--redis-url URL] [--database-url URL] [--port PORT]
 
-The app is served by gunicorn with N sync worker *processes* (``gunicorn -w N wsgi:app`` on 127.0.0.1,
-a free port in 5500-5549, ``DATABASE_URL`` set, no ``REDIS_URL`` unless ``--redis-url``: nonces then live
-in Redis instead of the ``open_nonce`` table). Before the clock starts, this process creates an
+The app is served by gunicorn with N worker *processes* and production's settings (``gunicorn -c
+gunicorn.conf.py -w N wsgi:app``: gthread workers, threads and keep-alive as configured there, on
+127.0.0.1, a free port in 5500-5549, ``DATABASE_URL`` set, no ``REDIS_URL`` unless ``--redis-url``: nonces
+then live in Redis instead of the ``open_nonce`` table). Before the clock starts, this process creates an
 open-API client (``clients.create_client``) and funds the members. Two phases then take turns in
 ``--rounds`` slices:
 
 1. ``http``: M client processes (``--clients``) POST ``/open/api/v1/charges`` (1.00 yuan by card number,
    a unique order number and ``Idempotency-Key`` each), each request signed as DESIGN.md section 5 says
-   (X-Client-Id, X-Timestamp, X-Nonce, X-Signature), over a new ``http.client`` connection per request
-   (gunicorn's sync workers close it); every answer must be a 201;
+   (X-Client-Id, X-Timestamp, X-Nonce, X-Signature), over one ``http.client`` connection per till
+   process kept open from charge to charge, as a till system keeps it (``Till``); every answer must be
+   a 201;
 2. ``bare``: N processes issue the minimal debit of ``shared/PERF.md`` on a bare PyMySQL connection
    (``bench.ledger.RawDebits``: conditional UPDATE, SELECT, INSERT of the ledger row, COMMIT), each on
    its own wallet, as many debits per slice as there were charges.
 
-A charge does more than a debit: the signature check (client row, secret decrypted, nonce remembered),
-the stored answer lookup, the member by card number, the store, the ledger's own debit (wallet lock,
-entry, wallet update), the ``till_charge`` row and the stored answer, behind gunicorn's HTTP parsing.
+A charge does more than a debit: the signature check (client row and secret, cached per process for a
+few seconds), the nonce remembered with the stored answer lookup in one statement, the member by card
+number, the store, the ledger's own debit (wallet lock, entry, wallet update), the balance notice row,
+the ``till_charge`` row and the stored answer, behind gunicorn's HTTP parsing.
 Afterwards it checks that every charge is one ledger row with its key, one ``till_charge``, that every
 member's balance is its funding minus its charges, that the bare wallets hold what their processes
 counted, and that ``check_ledger()`` finds nothing; the exit status is 1 otherwise. The last line is
