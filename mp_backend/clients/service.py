@@ -356,25 +356,27 @@ def _nonce_reused(client: Client, remote_addr: str | None) -> SignatureRejected:
 
 
 _INSERT_NONCE = Sql("INSERT INTO open_nonce (client_id, nonce, created_at) VALUES (?, ?, ?)")
-# The nonce, and in the same round trip whether the Idempotency-Key has an answer: inserted only when it has
-# none (a new request, the usual case). A consistent read of open_request at READ COMMITTED: no lock taken.
-_INSERT_NONCE_UNLESS_ANSWERED = Sql(
-    "INSERT INTO open_nonce (client_id, nonce, created_at) SELECT ?, ?, ? FROM (SELECT 1 AS one) AS one "
-    "WHERE NOT EXISTS (SELECT 1 FROM open_request WHERE client_id = ? AND idempotency_key = ?)"
+# The nonce, and in the same round trip what ``_stored`` would say: inserted only while the client is active
+# and the Idempotency-Key has no answer (a new request, the usual case). Consistent reads of open_client and
+# open_request at READ COMMITTED, as ``_stored`` makes them: no lock taken.
+_INSERT_NONCE_IF_NEW = Sql(
+    "INSERT INTO open_nonce (client_id, nonce, created_at) SELECT ?, ?, ? FROM open_client c WHERE c.id = ? "
+    "AND c.active = 1 AND NOT EXISTS (SELECT 1 FROM open_request r WHERE r.client_id = ? AND r.idempotency_key = ?)"
 )
 _PRUNE_NONCES = Sql("DELETE FROM open_nonce WHERE created_at < ?")
 
 
-def _insert_nonce(client_pk: int, nonce: str, *, unless_answered: str | None = None) -> bool:
+def _insert_nonce(client_pk: int, nonce: str, *, if_new: str | None = None) -> bool:
     """In the caller's transaction; a nonce seen before fails on the UNIQUE (client_id, nonce).
 
-    ``unless_answered``: an Idempotency-Key; False (nothing inserted) when it has a stored answer."""
+    ``if_new``: an Idempotency-Key; False (nothing inserted) when it has a stored answer or the client is
+    deactivated (``_stored`` tells which)."""
     tx = hotpath.cursor()
-    if unless_answered is None:
+    if if_new is None:
         _INSERT_NONCE.run(tx, (client_pk, nonce, tx.timestamp()))
     else:
-        params = (client_pk, nonce, tx.timestamp(), client_pk, unless_answered)
-        if _INSERT_NONCE_UNLESS_ANSWERED.run(tx, params).rowcount != 1:
+        params = (client_pk, nonce, tx.timestamp(), client_pk, client_pk, if_new)
+        if _INSERT_NONCE_IF_NEW.run(tx, params).rowcount != 1:
             return False
     if random.randrange(_PRUNE_EVERY) == 0:
         cutoff = utcnow() - timedelta(seconds=NONCE_TTL + 60)
@@ -476,8 +478,8 @@ def _run_idempotent(
     stored = None
     if nonce is not None:
         try:
-            if not _insert_nonce(client_pk, nonce, unless_answered=key):  # a retry: burn its nonce all the same
-                _insert_nonce(client_pk, nonce)
+            if not _insert_nonce(client_pk, nonce, if_new=key):  # a retry, or a deactivated client
+                _insert_nonce(client_pk, nonce)  # burnt all the same
                 stored = _stored(client_pk, key)
         except IntegrityError:
             raise _NonceTaken() from None
