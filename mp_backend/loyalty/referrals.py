@@ -12,12 +12,13 @@ and the points entry's key ``referral:<invitee id>``.
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .. import hotpath
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..extensions import db
 from ..ledger import points
@@ -127,17 +128,23 @@ def _chain_contains(start: int, target: int) -> bool:
     return True
 
 
+_BOUND = hotpath.Sql("SELECT id, inviter_id FROM referral WHERE invitee_id = ? AND status = 'bound'")
+
+
+class _Bound(NamedTuple):
+    id: int
+    inviter_id: int
+
+
 def reward_on_payment(invitee_id: int) -> int:
     """Called in every payment's transaction (after its ledger entry): on the member's first payment,
     reward the inviter, at most the monthly cap. Returns the points given (0 on every later payment)."""
     referral_t = Referral.__table__
-    row = db.session.execute(
-        select(referral_t.c.id, referral_t.c.inviter_id).where(
-            referral_t.c.invitee_id == invitee_id, referral_t.c.status == "bound"
-        )
-    ).first()
-    if row is None:
+    # every payment asks; almost always no: one statement on the transaction's driver cursor
+    found = _BOUND.one(hotpath.cursor(), (invitee_id,))
+    if found is None:
         return 0
+    row = _Bound(int(found[0]), int(found[1]))
     from .service import settings
 
     config = settings()

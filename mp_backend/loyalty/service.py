@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from .. import hotpath
 from ..errors import ValidationFailed
 from ..extensions import db
 from ..ledger import points
@@ -122,23 +123,32 @@ def create_earn_rule(staff_id: int, *, trigger: str, points_per_yuan: int, store
     return rule
 
 
+_EARN_RULE = hotpath.Sql(
+    "SELECT points_per_yuan FROM points_earn_rule WHERE active = 1 AND earned_on = ?"
+    " AND (store_id = ? OR store_id IS NULL)"
+    " ORDER BY store_id IS NULL, id DESC LIMIT 1"
+)
+
+
 def points_for(member_id: int, amount_fen: int, *, trigger: str, store_id: int | None, at: datetime) -> int:
     """How many points ``amount_fen`` earns: the store's rule (else the merchant's), the level's
     multiplier, the member day. Whole points, rounded down."""
     from ..members.cards import card_of
 
-    rules = [r for r in list_earn_rules() if r.active and r.trigger == trigger]
-    rule = next((r for r in rules if store_id is not None and r.store_id == store_id), None) or next(
-        (r for r in rules if r.store_id is None), None
-    )
-    if rule is None or amount_fen <= 0:
+    if amount_fen <= 0:
         return 0
+    # On every payment and notification: one statement on the transaction's driver cursor (hotpath),
+    # the store's own rule first, else the merchant-wide one.
+    rule = _EARN_RULE.one(hotpath.cursor(), (trigger, store_id))
+    if rule is None:
+        return 0
+    points_per_yuan = int(rule[0])
     card_type = card_of(member_id)
     multiplier = card_type.points_multiplier_percent if card_type is not None else 100
     config = settings()
     if config.member_day is not None and points.local_date(at).day == config.member_day:
         multiplier = multiplier * config.member_day_multiplier_percent // 100
-    return amount_fen * rule.points_per_yuan * multiplier // (100 * 100)
+    return amount_fen * points_per_yuan * multiplier // (100 * 100)
 
 
 def earn_key(payment_key: str) -> str:
