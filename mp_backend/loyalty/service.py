@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .. import hotpath
-from ..errors import ValidationFailed
+from ..errors import IdempotencyConflict, NotFound, ValidationFailed
 from ..extensions import db
 from ..ledger import points
 from ..ledger import service as ledger
@@ -106,6 +106,11 @@ def create_earn_rule(staff_id: int, *, trigger: str, points_per_yuan: int, store
     require_permission(staff_id, "manage_rules", None)
     if trigger not in ("recharge", "spend") or not isinstance(points_per_yuan, int) or not 0 <= points_per_yuan <= 1000:
         raise ValidationFailed("积分规则无效：trigger 为 recharge 或 spend，每元 0-1000 积分", code="invalid_earn_rule")
+    if store_id is not None:
+        from ..org.models import Store
+
+        if isinstance(store_id, bool) or not isinstance(store_id, int) or db.session.get(Store, store_id) is None:
+            raise NotFound("门店不存在", code="store_not_found")
     for old in db.session.scalars(
         select(EarnRule).where(
             EarnRule.trigger == trigger,
@@ -419,6 +424,14 @@ def adjust(member_id: int, delta: int, *, staff_id: int, reason: str, request_id
     if not isinstance(reason, str) or not reason.strip():
         raise ValidationFailed("请填写调整原因", code="reason_required")
     key = f"adjust:{request_id}"[:100]
+    points.lock_member(member_id)  # a racing copy of this request waits here, then finds the first
+    first = db.session.scalars(select(PointsAdjustment).where(PointsAdjustment.idempotency_key == key)).first()
+    if first is not None:
+        # The request id names one adjustment of one member: the same again is a replay, anything
+        # else reusing it is refused (and learns nothing of the first).
+        if (first.member_id, first.delta, first.reason) != (member_id, delta, reason.strip()[:255]):
+            raise IdempotencyConflict()
+        return points.PointsResult(abs(first.delta), points.balance(member_id), 0, replayed=True)
     if delta > 0:
         after = points.award_points(member_id, delta, key=key, source="adjust", reference=f"staff:{staff_id}")
         result = points.PointsResult(delta, after, 0)

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 import time_machine
+from sqlalchemy import select
 
 from mp_backend.errors import AppError
+from mp_backend.extensions import db
 from mp_backend.ledger import points
 from mp_backend.ledger import service as ledger
 from mp_backend.loyalty import service as loyalty
@@ -149,7 +151,17 @@ def test_manual_adjustment_through_the_console(client, admin, org, make_member):
     assert added["balance_after"] == 300
     taken = admin("POST", path, {"delta": -100, "reason": "误发", "request_id": "adj-2"}, status=201)
     assert taken["balance_after"] == 200
-    admin("POST", path, {"delta": -100, "reason": "误发", "request_id": "adj-2"}, status=201)  # replay
+    again = admin("POST", path, {"delta": -100, "reason": "误发", "request_id": "adj-2"}, status=201)  # replay
+    assert (again["replayed"], again["balance_after"]) == (True, 200)
+    # the same request id with another amount, or for another member: refused, nothing leaked or changed
+    other = make_member()
+    for who, body in (
+        (member_id, {"delta": 5000, "reason": "误发", "request_id": "adj-2"}),
+        (other, {"delta": 300, "reason": "补录积分", "request_id": "adj-1"}),
+    ):
+        refused = admin("POST", f"/admin/api/members/{who}/points/adjustments", body, status=409)
+        assert refused["error"]["code"] == "idempotency_conflict" and "balance_after" not in refused
+    assert points.balance(other) == 0
     assert admin("POST", path, {"delta": -1000, "reason": "x", "request_id": "adj-3"}, status=409)["error"]["code"] == (
         "insufficient_points"
     )
@@ -191,3 +203,11 @@ def test_expiry_in_batches_resumes_where_it_stopped(app, make_member):
         assert loyalty.expire_due(batch_size=5) == 0
     assert all(points.balance(m) == 0 for m in ids)
     assert_points_ok()
+
+
+def test_an_earning_rule_for_an_unknown_store_is_404_and_creates_nothing(client, admin, org):
+    from mp_backend.loyalty.models import EarnRule
+
+    body = {"trigger": "spend", "points_per_yuan": 1, "store_id": 2_147_483_646}
+    assert admin("POST", "/admin/api/points/rules", body, status=404)["error"]["code"] == "store_not_found"
+    assert db.session.scalars(select(EarnRule)).all() == []
