@@ -13,7 +13,7 @@ XML the fake signs for each (``FakeWeChat.payment_notification``: WeChat's field
 ``sign_type`` field, as WeChat sends them). Two phases then take turns in ``--rounds`` slices:
 
 1. ``http``: M client processes (``--clients``) POST the signed notifications to
-   ``/wechat/pay/notify`` over plain ``http.client`` connections, each notification once; every
+   ``/wechat/pay/notify`` over plain connections (``bench.wire``, a lean HTTP/1.1 client), each notification once; every
    answer must be WeChat's SUCCESS XML;
 2. ``credit``: N worker processes call ``mp_backend.ledger.service.credit`` (the bare ledger credit:
    one principal credit with its idempotency key, in a long-lived app context, no HTTP, no order),
@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import wire
 from bench.ledger import make_app, prepare_database
 
 
@@ -273,13 +274,7 @@ class Gunicorn:
 
 def http_post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
     """One POST on a new connection, closed after the answer (WeChat opens one per notification)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    return wire.post_once(port, path, body, headers)
 
 
 def post(port: int, xml: bytes) -> tuple[int, bytes]:

@@ -12,9 +12,9 @@ open-API client (``clients.create_client``) and funds the members. Two phases th
 
 1. ``http``: M client processes (``--clients``) POST ``/open/api/v1/charges`` (1.00 yuan by card number,
    a unique order number and ``Idempotency-Key`` each), each request signed as DESIGN.md section 5 says
-   (X-Client-Id, X-Timestamp, X-Nonce, X-Signature), over one ``http.client`` connection per till
-   process kept open from charge to charge, as a till system keeps it (``Till``); every answer must be
-   a 201;
+   (X-Client-Id, X-Timestamp, X-Nonce, X-Signature), over one connection per till process kept open
+   from charge to charge, as a till system keeps it (``Till``, on ``bench.wire``: a lean HTTP/1.1 client,
+   the load generator shares the cores); every answer must be a 201;
 2. ``bare``: N processes issue the minimal debit of ``shared/PERF.md`` on a bare PyMySQL connection
    (``bench.ledger.RawDebits``: conditional UPDATE, SELECT, INSERT of the ledger row, COMMIT), each on
    its own wallet, as many debits per slice as there were charges.
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import http.client
 import json
 import math
 import multiprocessing as mp
@@ -49,6 +48,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from bench import wire
 from bench.ledger import BENCH_SECRET_KEY, RawDebits, make_app, prepare_database
 from bench.notify import Gunicorn, PhaseResult, port_range, run_slices
 from bench.notify import free_port as notify_free_port
@@ -122,12 +122,13 @@ def signed_headers(client_id: str, secret: str, data: bytes, key: str) -> dict[s
 
 class Till:
     """A till's HTTP connection, kept open from one charge to the next as a till system keeps it (HTTP/1.1
-    keep-alive). When the server has closed it while idle, the charge is signed again (a new nonce: the
-    first may have arrived) and sent on a new connection, with the same Idempotency-Key and body."""
+    keep-alive; ``bench.wire``, a lean client). When the server has closed it while idle, the charge is
+    signed again (a new nonce: the first may have arrived) and sent on a new connection, with the same
+    Idempotency-Key and body."""
 
     def __init__(self, port: int, client_id: str, secret: str) -> None:
         self.port, self.client_id, self.secret = port, client_id, secret
-        self.conn: http.client.HTTPConnection | None = None
+        self.conn: wire.Connection | None = None
         self.reconnects = 0
 
     def charge(self, body: dict[str, Any], key: str) -> tuple[int, bytes]:
@@ -135,21 +136,19 @@ class Till:
         while True:
             reused = self.conn is not None
             if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                self.conn = wire.Connection(self.port)
             try:
                 headers = signed_headers(self.client_id, self.secret, data, key)
-                self.conn.request("POST", PATH, body=data, headers=headers)
-                response = self.conn.getresponse()
-                answer = response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                status, answer, keep = self.conn.request("POST", PATH, data, headers)
+            except (wire.Closed, ConnectionResetError, BrokenPipeError):
                 self.close()
                 if not reused:
                     raise
                 self.reconnects += 1
                 continue
-            if response.will_close:
+            if not keep:
                 self.close()
-            return response.status, answer
+            return status, answer
 
     def close(self) -> None:
         if self.conn is not None:

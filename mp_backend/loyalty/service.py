@@ -128,26 +128,45 @@ def create_earn_rule(staff_id: int, *, trigger: str, points_per_yuan: int, store
     return rule
 
 
-_EARN_RULE = hotpath.Sql(
+_RULE_SQL = (
     "SELECT points_per_yuan FROM points_earn_rule WHERE active = 1 AND earned_on = ?"
     " AND (store_id = ? OR store_id IS NULL)"
     " ORDER BY store_id IS NULL, id DESC LIMIT 1"
 )
+_EARN_RULE = hotpath.Sql(_RULE_SQL)
+# A payment asks two questions that are almost always "no": what does it earn (no rule) and is it the
+# member's first payment after an invitation (no bound referral). One round trip answers both.
+_ON_SPEND = hotpath.Sql(
+    "SELECT (" + _RULE_SQL.replace("earned_on = ?", "earned_on = 'spend'") + "),"
+    " (SELECT COUNT(*) FROM referral WHERE invitee_id = ? AND status = 'bound')"
+)
+_UNREAD = object()  # points_for: the rule is not read yet
 
 
-def points_for(member_id: int, amount_fen: int, *, trigger: str, store_id: int | None, at: datetime) -> int:
+def points_for(
+    member_id: int,
+    amount_fen: int,
+    *,
+    trigger: str,
+    store_id: int | None,
+    at: datetime,
+    points_per_yuan: Any = _UNREAD,
+) -> int:
     """How many points ``amount_fen`` earns: the store's rule (else the merchant's), the level's
-    multiplier, the member day. Whole points, rounded down."""
+    multiplier, the member day. Whole points, rounded down. ``points_per_yuan``: the rule's figure (None:
+    no rule) when the caller has read it already (``on_spend``)."""
     from ..members.cards import card_of
 
     if amount_fen <= 0:
         return 0
-    # On every payment and notification: one statement on the transaction's driver cursor (hotpath),
-    # the store's own rule first, else the merchant-wide one.
-    rule = _EARN_RULE.one(hotpath.cursor(), (trigger, store_id))
-    if rule is None:
+    if points_per_yuan is _UNREAD:
+        # On every recharge notification: one statement on the transaction's driver cursor (hotpath),
+        # the store's own rule first, else the merchant-wide one.
+        rule = _EARN_RULE.one(hotpath.cursor(), (trigger, store_id))
+        points_per_yuan = None if rule is None else rule[0]
+    if points_per_yuan is None:
         return 0
-    points_per_yuan = int(rule[0])
+    points_per_yuan = int(points_per_yuan)
     card_type = card_of(member_id)
     multiplier = card_type.points_multiplier_percent if card_type is not None else 100
     config = settings()
@@ -169,6 +188,7 @@ def earn_for_payment(
     trigger: str = "spend",
     store_id: int | None = None,
     reference: str | None = None,
+    points_per_yuan: Any = _UNREAD,
 ) -> int:
     """Give the points a payment or recharge earns, in the caller's transaction (call it from the
     payment's own service call). ``payment_key`` is the payment's own key (``payment:<id>``,
@@ -177,7 +197,9 @@ def earn_for_payment(
     Points a purchase earns (``spend``) stay pending for the merchant's ``pending_days``. Returns the
     points given."""
     now = utcnow()
-    earned = points_for(member_id, amount_fen, trigger=trigger, store_id=store_id, at=now)
+    earned = points_for(
+        member_id, amount_fen, trigger=trigger, store_id=store_id, at=now, points_per_yuan=points_per_yuan
+    )
     if earned <= 0:
         return 0
     days = settings().pending_days if trigger == "spend" else 0
@@ -197,10 +219,18 @@ def on_spend(member_id: int, amount_fen: int, *, payment_key: str, store_id: int
     earns (pending per the merchant's setting) and, for a first payment, the inviter's reward."""
     from . import referrals
 
+    rule, bound = _ON_SPEND.one(hotpath.cursor(), (store_id, member_id)) or (None, 0)
     earned = earn_for_payment(
-        member_id, amount_fen, payment_key=payment_key, trigger="spend", store_id=store_id, reference=reference
+        member_id,
+        amount_fen,
+        payment_key=payment_key,
+        trigger="spend",
+        store_id=store_id,
+        reference=reference,
+        points_per_yuan=rule,
     )
-    referrals.reward_on_payment(member_id)
+    if bound:
+        referrals.reward_on_payment(member_id)
     return earned
 
 

@@ -134,6 +134,11 @@ def find_member(identifier: dict[str, str], *, consume_code: bool) -> int:
     ((kind, value),) = given.items()
     if kind == "pay_code":
         return paycode.consume(value) if consume_code else paycode.member_of(value)
+    if consume_code:  # a charge or hold: lock the wallet now, the ledger's debit finds it locked
+        member_id = ledger.lock_wallet_by(kind, value)
+        if member_id is None:
+            raise MemberNotFound()
+        return member_id
     found = _MEMBER_BY[kind].one(hotpath.cursor(), (value,))
     if found is None:
         raise MemberNotFound()
