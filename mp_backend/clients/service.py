@@ -411,6 +411,7 @@ class Answer:
     status: int
     body: dict[str, Any]
     replayed: bool = False
+    text: str = ""  # the body as stored: compact JSON, what the response sends
 
 
 def run_idempotent(
@@ -494,7 +495,7 @@ def _run_idempotent(
         _STORE_ANSWER.run(tx, (client_pk, key, fingerprint, status, answer, tx.timestamp()))
     except IntegrityError as error:  # a racing copy with the same key committed first
         raise RetryTransaction() from error
-    return Answer(status, body)
+    return Answer(status, body, text=answer)
 
 
 def _stored(client_pk: int, key: str) -> tuple[str, int, str] | None:
@@ -510,4 +511,4 @@ def _replay(stored: tuple[str, int, str], fingerprint: str) -> Answer:
     first_hash, status, body = stored
     if first_hash != fingerprint:
         raise IdempotencyConflict("该 Idempotency-Key 已用于另一笔内容不同的请求")
-    return Answer(status, json.loads(body), replayed=True)
+    return Answer(status, json.loads(body), replayed=True, text=body)
