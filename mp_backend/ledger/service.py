@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -491,15 +491,26 @@ def open_wallet(member_id: int) -> None:
 
 def lock_wallet_by(column: str, value: str) -> int | None:
     """The id of the member whose ``card_no`` (or ``phone``) is ``value``, None when there is none, with
-    the member's wallet locked until the caller's transaction ends: the next ledger operation on that
-    member in this transaction uses the row read here instead of locking it again (one round trip for
-    the till's "who is it" and the debit's lock)."""
+    the member's wallet locked until the caller's transaction ends (``prime_locked_wallet``: one round
+    trip for the till's "who is it" and the debit's lock)."""
     tx = _Tx.current()
     row = tx.one(tx.sql.lock_wallet_by[column], (value,))
     if row is None:
         return None
-    tx.primed = (int(row[0]), tuple(row[1:]))
+    prime_locked_wallet(int(row[0]), row[1:])
     return int(row[0])
+
+
+# What a hot path's own locking read selects of the wallet, joined to its own row, for prime_locked_wallet.
+LOCKED_WALLET_COLUMNS = ("principal_fen", "bonus_fen", "held_fen", "frozen")
+
+
+def prime_locked_wallet(member_id: int, values: Sequence[Any]) -> None:
+    """Hand the next ledger operation on ``member_id`` in this transaction the wallet row (the values of
+    ``LOCKED_WALLET_COLUMNS``) that the caller has just read with a locking read (``FOR UPDATE``; on
+    SQLite the transaction's own write lock) in this transaction: that operation then skips its own
+    locking read. Only until the next ledger operation, whichever member it is for."""
+    _Tx.current().primed = (member_id, tuple(values))
 
 
 def set_frozen(member_id: int, frozen: bool) -> None:

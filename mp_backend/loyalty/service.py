@@ -235,11 +235,24 @@ def on_spend(member_id: int, amount_fen: int, *, payment_key: str, store_id: int
 
 
 def on_recharge(
-    member_id: int, amount_fen: int, *, payment_key: str, store_id: int | None, reference: str | None
+    member_id: int,
+    amount_fen: int,
+    *,
+    payment_key: str,
+    store_id: int | None,
+    reference: str | None,
+    points_per_yuan: Any = _UNREAD,
 ) -> int:
-    """The points a recharge earns by the earning rules (besides a recharge rule's own reward points)."""
+    """The points a recharge earns by the earning rules (besides a recharge rule's own reward points).
+    ``points_per_yuan``: the rule's figure (None: no rule) when the caller has read it already."""
     return earn_for_payment(
-        member_id, amount_fen, payment_key=payment_key, trigger="recharge", store_id=store_id, reference=reference
+        member_id,
+        amount_fen,
+        payment_key=payment_key,
+        trigger="recharge",
+        store_id=store_id,
+        reference=reference,
+        points_per_yuan=points_per_yuan,
     )
 
 

@@ -487,12 +487,23 @@ class SettleRow(NamedTuple):
     sign_type: str
     store_id: int | None
     cap_fen: int | None
+    points_per_yuan: int | None  # the earning rule for recharges at the order's store, None without one
 
 
-_SETTLE_COLUMNS = SettleRow._fields[:-1]  # the order's own columns; the cap comes from the merchant
+_SETTLE_COLUMNS = SettleRow._fields[:-2]  # the order's own columns; then the merchant's cap and earning rule
 _CAP = "(SELECT principal_cap_fen FROM merchant ORDER BY id LIMIT 1)"
+_EARN = (
+    "(SELECT r.points_per_yuan FROM points_earn_rule r WHERE r.active = 1 AND r.earned_on = 'recharge'"
+    " AND (r.store_id = o.store_id OR r.store_id IS NULL) ORDER BY r.store_id IS NULL, r.id DESC LIMIT 1)"
+)
+# Everything a notification needs in one round trip: the order, the merchant's cap, the earning rule, and
+# the member's wallet, locked (with the order row) for the credit that follows (ledger.prime_locked_wallet).
 _ORDER_BY = {
-    by: Sql(f"SELECT {', '.join(_SETTLE_COLUMNS)}, {_CAP} FROM recharge_order WHERE {by} = ?")
+    by: Sql(
+        f"SELECT {', '.join('o.' + c for c in _SETTLE_COLUMNS)}, {_CAP}, {_EARN}, "
+        f"{', '.join('w.' + c for c in ledger.LOCKED_WALLET_COLUMNS)} "
+        f"FROM recharge_order o JOIN wallet w ON w.member_id = o.member_id WHERE o.{by} = ? FOR UPDATE"
+    )
     for by in ("id", "out_trade_no")
 }
 _FLIP = Sql(
@@ -502,11 +513,14 @@ _ORDER_STATUS = Sql("SELECT status, transaction_id FROM recharge_order WHERE id 
 
 
 def _order_row(by: str, key: int | str) -> SettleRow | None:
-    """The order by ``id`` or ``out_trade_no``, as the notification path reads it."""
+    """The order by ``id`` or ``out_trade_no``, as the notification path reads it; the order row and its
+    member's wallet stay locked until the transaction ends (the flip and the credit come next)."""
     row = _ORDER_BY[by].one(hotpath.cursor(), (key,))
     if row is None:
         return None
-    order = SettleRow(*row)
+    split = len(SettleRow._fields)
+    order = SettleRow(*row[:split])
+    ledger.prime_locked_wallet(order.member_id, row[split:])
     return order._replace(card_only_non_members=bool(order.card_only_non_members))  # MariaDB gives 0 / 1
 
 
@@ -631,7 +645,12 @@ def _credit_order(order: Any, via: str, raw: dict[str, str]) -> None:
         )
     bonus, rewards = grant_rewards(order, key_prefix=f"recharge:{no}", order_id=order.id, **common)
     loyalty.on_recharge(
-        order.member_id, order.amount_fen, payment_key=f"recharge:{no}", store_id=order.store_id, reference=no
+        order.member_id,
+        order.amount_fen,
+        payment_key=f"recharge:{no}",
+        store_id=order.store_id,
+        reference=no,
+        points_per_yuan=order.points_per_yuan,
     )
     if rewards:
         db.session.execute(update(order_t).where(order_t.c.id == order.id).values(**rewards))
