@@ -143,15 +143,6 @@ class _Statements:
         )
         self.set_frozen = sql("UPDATE wallet SET frozen = ? WHERE member_id = ?")
         self.balance = sql("SELECT principal_fen, bonus_fen, held_fen FROM wallet WHERE member_id = ?")
-        # The wallet of the member with this card number (or phone), locked; the member row is read, not
-        # locked (a locking read locks no rows of a nested subquery).
-        self.lock_wallet_by = {
-            column: sql(
-                "SELECT member_id, principal_fen, bonus_fen, held_fen, frozen FROM wallet "
-                f"WHERE member_id = (SELECT id FROM member WHERE {column} = ?){lock}"
-            )
-            for column in ("card_no", "phone")
-        }
 
 
 _statements: dict[str, _Statements] = {}
@@ -187,7 +178,7 @@ class _Tx:
             sql = _statements[dialect.name] = _Statements(dialect)
         self.sql = sql
         self.error_class = dialect.loaded_dbapi.Error
-        # (member id, its wallet row) locked by ``lock_wallet_by``, for the next operation on that member
+        # (member id, its wallet row) locked by the caller (prime_locked_wallet), for the next operation
         self.primed: tuple[int, tuple[Any, ...]] | None = None
 
     def run(self, statement: str, params: tuple[Any, ...]) -> Any:
@@ -489,18 +480,6 @@ def open_wallet(member_id: int) -> None:
     tx.run(tx.sql.open_wallet, (_member_id(member_id), tx.timestamp()))
 
 
-def lock_wallet_by(column: str, value: str) -> int | None:
-    """The id of the member whose ``card_no`` (or ``phone``) is ``value``, None when there is none, with
-    the member's wallet locked until the caller's transaction ends (``prime_locked_wallet``: one round
-    trip for the till's "who is it" and the debit's lock)."""
-    tx = _Tx.current()
-    row = tx.one(tx.sql.lock_wallet_by[column], (value,))
-    if row is None:
-        return None
-    prime_locked_wallet(int(row[0]), row[1:])
-    return int(row[0])
-
-
 # What a hot path's own locking read selects of the wallet, joined to its own row, for prime_locked_wallet.
 LOCKED_WALLET_COLUMNS = ("principal_fen", "bonus_fen", "held_fen", "frozen")
 
@@ -730,8 +709,8 @@ def _entry_id(value: object, code: str, message: str) -> int:
 
 def _lock(tx: _Tx, member_id: int) -> tuple[Balance, bool]:
     primed, tx.primed = tx.primed, None
-    # Locked by lock_wallet_by in this transaction, and nothing since has written the wallet (every
-    # write clears it: this lock is the first thing an operation does).
+    # Locked by the caller in this transaction (prime_locked_wallet), and nothing has written the wallet
+    # since (every write clears it: this lock is the first thing an operation does).
     row = primed[1] if primed is not None and primed[0] == member_id else tx.one(tx.sql.lock_wallet, (member_id,))
     if row is None:
         raise MemberNotFound()

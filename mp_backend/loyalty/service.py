@@ -7,10 +7,13 @@ the member's wallet lock); this module decides how many and under which key.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -124,49 +127,59 @@ def create_earn_rule(staff_id: int, *, trigger: str, points_per_yuan: int, store
     )
     db.session.add(rule)
     db.session.flush()
+    forget_earn_rules()  # other processes (and a thread here that reads them before this commits): in time
     audit(staff_id, "earn_rule_create", f"earn_rule:{rule.id}", f"{trigger} {points_per_yuan}/yuan store={store_id}")
     return rule
 
 
-_RULE_SQL = (
-    "SELECT points_per_yuan FROM points_earn_rule WHERE active = 1 AND earned_on = ?"
-    " AND (store_id = ? OR store_id IS NULL)"
-    " ORDER BY store_id IS NULL, id DESC LIMIT 1"
+_ACTIVE_RULES = hotpath.Sql(
+    "SELECT earned_on, store_id, points_per_yuan FROM points_earn_rule WHERE active = 1 ORDER BY id"
 )
-_EARN_RULE = hotpath.Sql(_RULE_SQL)
-# A payment asks two questions that are almost always "no": what does it earn (no rule) and is it the
-# member's first payment after an invitation (no bound referral). One round trip answers both.
-_ON_SPEND = hotpath.Sql(
-    "SELECT (" + _RULE_SQL.replace("earned_on = ?", "earned_on = 'spend'") + "),"
-    " (SELECT COUNT(*) FROM referral WHERE invitee_id = ? AND status = 'bound')"
-)
-_UNREAD = object()  # points_for: the rule is not read yet
+_RULES_CACHE = "earn_rules"
 
 
-def points_for(
-    member_id: int,
-    amount_fen: int,
-    *,
-    trigger: str,
-    store_id: int | None,
-    at: datetime,
-    points_per_yuan: Any = _UNREAD,
-) -> int:
+def earn_rule_cache_seconds() -> float:
+    """How long a process may keep its copy of the active earning rules (``EARN_RULE_CACHE_SECONDS``,
+    default 5): a rule the merchant creates or replaces applies to every payment within that time (at
+    once in the process that saved it)."""
+    value = current_app.config.get("EARN_RULE_CACHE_SECONDS")
+    if value is None:
+        value = os.environ.get("EARN_RULE_CACHE_SECONDS") or 5
+    return max(0.0, float(value))
+
+
+def _earn_rate(trigger: str, store_id: int | None) -> int | None:
+    """Points per yuan of the rule for ``trigger`` at the store (its own, else the merchant-wide one), None
+    without one. Every payment and recharge asks: the rules (a handful of rows) are read once per
+    ``EARN_RULE_CACHE_SECONDS`` per process rather than once per payment."""
+    now = time.monotonic()
+    cached = current_app.extensions.get(_RULES_CACHE)
+    if cached is None or cached[0] <= now:
+        rates: dict[tuple[str, int | None], int] = {}
+        for earned_on, rule_store, per_yuan in _ACTIVE_RULES.run(hotpath.cursor()).fetchall():
+            rates[(earned_on, rule_store)] = int(per_yuan)  # by id: the newest active rule wins
+        cached = (now + earn_rule_cache_seconds(), rates)
+        current_app.extensions[_RULES_CACHE] = cached
+    rates = cached[1]
+    own = rates.get((trigger, store_id)) if store_id is not None else None
+    return own if own is not None else rates.get((trigger, None))
+
+
+def forget_earn_rules() -> None:
+    """Drop this process's copy of the earning rules (they changed here)."""
+    current_app.extensions.pop(_RULES_CACHE, None)
+
+
+def points_for(member_id: int, amount_fen: int, *, trigger: str, store_id: int | None, at: datetime) -> int:
     """How many points ``amount_fen`` earns: the store's rule (else the merchant's), the level's
-    multiplier, the member day. Whole points, rounded down. ``points_per_yuan``: the rule's figure (None:
-    no rule) when the caller has read it already (``on_spend``)."""
+    multiplier, the member day. Whole points, rounded down."""
     from ..members.cards import card_of
 
     if amount_fen <= 0:
         return 0
-    if points_per_yuan is _UNREAD:
-        # On every recharge notification: one statement on the transaction's driver cursor (hotpath),
-        # the store's own rule first, else the merchant-wide one.
-        rule = _EARN_RULE.one(hotpath.cursor(), (trigger, store_id))
-        points_per_yuan = None if rule is None else rule[0]
+    points_per_yuan = _earn_rate(trigger, store_id)
     if points_per_yuan is None:
         return 0
-    points_per_yuan = int(points_per_yuan)
     card_type = card_of(member_id)
     multiplier = card_type.points_multiplier_percent if card_type is not None else 100
     config = settings()
@@ -188,7 +201,6 @@ def earn_for_payment(
     trigger: str = "spend",
     store_id: int | None = None,
     reference: str | None = None,
-    points_per_yuan: Any = _UNREAD,
 ) -> int:
     """Give the points a payment or recharge earns, in the caller's transaction (call it from the
     payment's own service call). ``payment_key`` is the payment's own key (``payment:<id>``,
@@ -197,9 +209,7 @@ def earn_for_payment(
     Points a purchase earns (``spend``) stay pending for the merchant's ``pending_days``. Returns the
     points given."""
     now = utcnow()
-    earned = points_for(
-        member_id, amount_fen, trigger=trigger, store_id=store_id, at=now, points_per_yuan=points_per_yuan
-    )
+    earned = points_for(member_id, amount_fen, trigger=trigger, store_id=store_id, at=now)
     if earned <= 0:
         return 0
     days = settings().pending_days if trigger == "spend" else 0
@@ -214,45 +224,39 @@ def earn_for_payment(
     return earned
 
 
-def on_spend(member_id: int, amount_fen: int, *, payment_key: str, store_id: int | None, reference: str | None) -> int:
-    """Everything a member's payment does to points, inside the payment's transaction: the points it
-    earns (pending per the merchant's setting) and, for a first payment, the inviter's reward."""
-    from . import referrals
-
-    rule, bound = _ON_SPEND.one(hotpath.cursor(), (store_id, member_id)) or (None, 0)
-    earned = earn_for_payment(
-        member_id,
-        amount_fen,
-        payment_key=payment_key,
-        trigger="spend",
-        store_id=store_id,
-        reference=reference,
-        points_per_yuan=rule,
-    )
-    if bound:
-        referrals.reward_on_payment(member_id)
-    return earned
+# Whether the member's invitation waits for a first payment: a column a payment's own first statement can
+# carry (``{member}``: the member id column there), so that ``on_spend`` need not ask (``referral_bound``).
+REFERRAL_BOUND_COLUMN = "(SELECT COUNT(*) FROM referral r WHERE r.invitee_id = {member} AND r.status = 'bound')"
 
 
-def on_recharge(
+def on_spend(
     member_id: int,
     amount_fen: int,
     *,
     payment_key: str,
     store_id: int | None,
     reference: str | None,
-    points_per_yuan: Any = _UNREAD,
+    referral_bound: bool | None = None,
 ) -> int:
-    """The points a recharge earns by the earning rules (besides a recharge rule's own reward points).
-    ``points_per_yuan``: the rule's figure (None: no rule) when the caller has read it already."""
+    """Everything a member's payment does to points, inside the payment's transaction: the points it
+    earns (pending per the merchant's setting) and, for a first payment, the inviter's reward.
+    ``referral_bound``: what ``REFERRAL_BOUND_COLUMN`` said in this transaction (None: ask)."""
+    from . import referrals
+
+    earned = earn_for_payment(
+        member_id, amount_fen, payment_key=payment_key, trigger="spend", store_id=store_id, reference=reference
+    )
+    if referral_bound is not False:
+        referrals.reward_on_payment(member_id)
+    return earned
+
+
+def on_recharge(
+    member_id: int, amount_fen: int, *, payment_key: str, store_id: int | None, reference: str | None
+) -> int:
+    """The points a recharge earns by the earning rules (besides a recharge rule's own reward points)."""
     return earn_for_payment(
-        member_id,
-        amount_fen,
-        payment_key=payment_key,
-        trigger="recharge",
-        store_id=store_id,
-        reference=reference,
-        points_per_yuan=points_per_yuan,
+        member_id, amount_fen, payment_key=payment_key, trigger="recharge", store_id=store_id, reference=reference
     )
 
 

@@ -487,20 +487,15 @@ class SettleRow(NamedTuple):
     sign_type: str
     store_id: int | None
     cap_fen: int | None
-    points_per_yuan: int | None  # the earning rule for recharges at the order's store, None without one
 
 
-_SETTLE_COLUMNS = SettleRow._fields[:-2]  # the order's own columns; then the merchant's cap and earning rule
+_SETTLE_COLUMNS = SettleRow._fields[:-1]  # the order's own columns; the cap comes from the merchant
 _CAP = "(SELECT principal_cap_fen FROM merchant ORDER BY id LIMIT 1)"
-_EARN = (
-    "(SELECT r.points_per_yuan FROM points_earn_rule r WHERE r.active = 1 AND r.earned_on = 'recharge'"
-    " AND (r.store_id = o.store_id OR r.store_id IS NULL) ORDER BY r.store_id IS NULL, r.id DESC LIMIT 1)"
-)
-# Everything a notification needs in one round trip: the order, the merchant's cap, the earning rule, and
-# the member's wallet, locked (with the order row) for the credit that follows (ledger.prime_locked_wallet).
+# Everything a notification needs in one round trip: the order, the merchant's cap, and the member's
+# wallet, locked (with the order row) for the credit that follows (ledger.prime_locked_wallet).
 _ORDER_BY = {
     by: Sql(
-        f"SELECT {', '.join('o.' + c for c in _SETTLE_COLUMNS)}, {_CAP}, {_EARN}, "
+        f"SELECT {', '.join('o.' + c for c in _SETTLE_COLUMNS)}, {_CAP}, "
         f"{', '.join('w.' + c for c in ledger.LOCKED_WALLET_COLUMNS)} "
         f"FROM recharge_order o JOIN wallet w ON w.member_id = o.member_id WHERE o.{by} = ? FOR UPDATE"
     )
@@ -645,12 +640,7 @@ def _credit_order(order: Any, via: str, raw: dict[str, str]) -> None:
         )
     bonus, rewards = grant_rewards(order, key_prefix=f"recharge:{no}", order_id=order.id, **common)
     loyalty.on_recharge(
-        order.member_id,
-        order.amount_fen,
-        payment_key=f"recharge:{no}",
-        store_id=order.store_id,
-        reference=no,
-        points_per_yuan=order.points_per_yuan,
+        order.member_id, order.amount_fen, payment_key=f"recharge:{no}", store_id=order.store_id, reference=no
     )
     if rewards:
         db.session.execute(update(order_t).where(order_t.c.id == order.id).values(**rewards))

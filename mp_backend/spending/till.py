@@ -111,6 +111,17 @@ class HoldNotFound(NotFound):
 
 _STORE_BY_CODE = Sql("SELECT id FROM store WHERE code = ?")
 _MEMBER_BY = {kind: Sql(f"SELECT id FROM member WHERE {kind} = ?") for kind in ("card_no", "phone")}
+# A charge's "who is it", the debit's wallet lock (ledger.prime_locked_wallet) and the payment's referral
+# question (loyalty.on_spend) in one round trip. The member row is read, not locked: a locking read locks
+# no rows of a nested subquery.
+_LOCK_MEMBER_BY = {
+    kind: Sql(
+        f"SELECT w.member_id, {', '.join('w.' + c for c in ledger.LOCKED_WALLET_COLUMNS)}, "
+        f"{loyalty.REFERRAL_BOUND_COLUMN.format(member='w.member_id')} "
+        f"FROM wallet w WHERE w.member_id = (SELECT id FROM member WHERE {kind} = ?) FOR UPDATE"
+    )
+    for kind in ("card_no", "phone")
+}
 
 
 def store_for(client: Client, store_code: str) -> int:
@@ -128,21 +139,28 @@ def store_for(client: Client, store_code: str) -> int:
 
 def find_member(identifier: dict[str, str], *, consume_code: bool) -> int:
     """The member named by exactly one of card_no, phone, pay_code; a payment consumes the code."""
+    return _find_member(identifier, consume_code=consume_code)[0]
+
+
+def _find_member(identifier: dict[str, str], *, consume_code: bool) -> tuple[int, bool | None]:
+    """(the member, whether a referral waits for their first payment, None when not asked)."""
     given = {k: v for k, v in identifier.items() if v is not None}
     if len(given) != 1:
         raise ValidationFailed("请只提供 card_no、phone、pay_code 其中一项", code="member_identifier_required")
     ((kind, value),) = given.items()
     if kind == "pay_code":
-        return paycode.consume(value) if consume_code else paycode.member_of(value)
+        return (paycode.consume(value) if consume_code else paycode.member_of(value)), None
     if consume_code:  # a charge or hold: lock the wallet now, the ledger's debit finds it locked
-        member_id = ledger.lock_wallet_by(kind, value)
-        if member_id is None:
+        row = _LOCK_MEMBER_BY[kind].one(hotpath.cursor(), (value,))
+        if row is None:
             raise MemberNotFound()
-        return member_id
+        member_id = int(row[0])
+        ledger.prime_locked_wallet(member_id, row[1:-1])
+        return member_id, bool(row[-1])
     found = _MEMBER_BY[kind].one(hotpath.cursor(), (value,))
     if found is None:
         raise MemberNotFound()
-    return int(found[0])
+    return int(found[0]), None
 
 
 def lookup(client: Client, identifier: dict[str, str]) -> dict[str, Any]:
@@ -213,7 +231,7 @@ def hold(client: Client, key: str, body: dict[str, Any]) -> tuple[int, dict[str,
 
 def _take(client: Client, key: str, body: dict[str, Any], kind: str) -> tuple[int, dict[str, Any]]:
     store_id = store_for(client, body["store_code"])
-    member_id = find_member(body["member"], consume_code=True)
+    member_id, referral_bound = _find_member(body["member"], consume_code=True)
     operation = ledger.debit if kind == "charge" else ledger.hold
     posting = operation(
         member_id,
@@ -258,6 +276,7 @@ def _take(client: Client, key: str, body: dict[str, Any], kind: str) -> tuple[in
             payment_key=till_key(charge_id),
             store_id=store_id,
             reference=body["order_no"],
+            referral_bound=referral_bound,
         )
     answer: dict[str, Any] = {
         "charge_id" if kind == "charge" else "hold_id": charge_id,
