@@ -74,6 +74,9 @@ class Config:
         # The merchant's WeChat Pay API client certificate (PEM), needed by refunds in production.
         self.WECHAT_PAY_CERT_PATH = env.get("WECHAT_PAY_CERT_PATH") or None
         self.WECHAT_PAY_KEY_PATH = env.get("WECHAT_PAY_KEY_PATH") or None
+        # The mini-program page a recharge rule's mini-program code opens (with ?scene=...): a page of the
+        # published mini program, no leading "/" and no query.
+        self.WECHAT_WXA_RECHARGE_PAGE = env.get("WECHAT_WXA_RECHARGE_PAGE") or "pages/recharge/index"
         # A recharge refund after bonus was spent: deduct_spent_bonus (cash = principal - spent bonus) | refuse
         self.RECHARGE_REFUND_BONUS_POLICY = env.get("RECHARGE_REFUND_BONUS_POLICY") or "deduct_spent_bonus"
         # How a debit splits across principal and bonus: proportional | principal_first | bonus_first

@@ -832,6 +832,49 @@ def require_viewer(staff_id: int) -> Staff:
     return staff
 
 
+@dataclass(frozen=True)
+class CodeTarget:
+    """What a printed code (QR or mini-program code) opens: a rule (``code`` None: the recharge home)."""
+
+    code: str | None
+    name: str
+
+
+@transactional
+def code_target(
+    staff_id: int, rule_id: int | None, store_code: str | None = None, *, active_only: bool = False
+) -> CodeTarget:
+    """The rule (or, without ``rule_id``, the recharge home) a staff member may print a code of.
+
+    A staff member prints codes within their scope: a ``store_code`` outside it, or a rule offered
+    only at stores outside it, is 403 ``store_out_of_scope``; a store the rule is not offered at is
+    409 ``rule_not_in_store`` (the code would open a page that refuses to recharge). With
+    ``active_only`` an archived rule is 409 ``rule_archived``. Read in a transaction of its own, which
+    ends before the caller asks WeChat for anything.
+    """
+    staff = require_viewer(staff_id)
+    store_id = None
+    if store_code:
+        store_id = org.store_by_code(store_code).id
+        if not org.can_access_store(staff, store_id):
+            raise Forbidden("不能为其他门店生成二维码", code="store_out_of_scope")
+    if rule_id is None:
+        return CodeTarget(None, "会员充值")
+    rule = get_rule(rule_id)
+    if active_only and rule.status != "active":
+        raise RuleArchived()
+    if not rule.all_stores:
+        offered_at = set(
+            db.session.scalars(select(RechargeRuleStore.store_id).where(RechargeRuleStore.rule_id == rule.id))
+        )
+        if store_id is not None and store_id not in offered_at:
+            raise RuleNotInStore()
+        scope = org.store_ids_in_scope(staff)
+        if scope is not None and not offered_at & set(scope):
+            raise Forbidden("该充值活动不在您管理的门店", code="store_out_of_scope")
+    return CodeTarget(rule.code, rule.name)
+
+
 def _check_rule_scope(staff: Staff, all_stores: bool, store_ids: list[int]) -> None:
     """HQ sets rules anywhere; a region manager only for stores of the region, never for all stores."""
     if staff.role == "hq_admin":

@@ -7,6 +7,7 @@ from flask import Response, current_app
 
 from ..recharge import qr
 from ..recharge import service as recharge
+from ..recharge import wxacode as rule_wxacode
 from ..recharge.models import RechargeAnomaly
 from ..records.service import TOTAL_CAP
 from .admin import STAFF, blp
@@ -31,6 +32,7 @@ from .recharge_schemas import (
     SettingsSchema,
     StatsList,
     StatsQuery,
+    WxaCodeQuery,
 )
 from .schemas import Error
 
@@ -124,23 +126,28 @@ def rules_reorder(body: dict) -> dict:
     return {"items": [recharge.rule_dict(rule, admin=True) for rule in rules]}
 
 
-def _qr_response(url: str, fmt: str, name: str, query: dict) -> Response:
-    image = qr.qr_image(url, fmt, size=query["size"], margin=query["margin"])
-    plain, encoded = qr.download_name(name, fmt)
-    response = Response(image, mimetype="image/png" if fmt == "png" else "image/svg+xml")
+def _download(image: bytes, mimetype: str, name: str, extension: str) -> Response:
+    plain, encoded = qr.download_name(name, extension)
+    response = Response(image, mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{plain}"; filename*={encoded}'
     return response
+
+
+def _qr_response(url: str, fmt: str, name: str, query: dict) -> Response:
+    image = qr.qr_image(url, fmt, size=query["size"], margin=query["margin"])
+    return _download(image, "image/png" if fmt == "png" else "image/svg+xml", name, fmt)
 
 
 @blp.route("/rules/<id:rule_id>/qrcode.<any(png, svg):fmt>", methods=["GET"])
 @blp.arguments(QrQuery, location="query")
 @_errors
 def rules_qrcode(query: dict, rule_id: int, fmt: str) -> Response:
-    """The QR code of the rule's short link (``?src=`` tag, ``?store=``; ``size`` px per module, ``margin``)."""
-    recharge.require_viewer(current_staff().id)
-    rule = recharge.get_rule(rule_id)
-    url = qr.link_with(recharge.rule_link(rule.code), store=query.get("store"), src=query.get("src"))
-    return _qr_response(url, fmt, rule.name, query)
+    """The QR code of the rule's short link (``?src=`` tag, ``?store=``; ``size`` px per module, ``margin``).
+
+    Within the staff member's scope: a store, or a rule offered only at stores, outside it is 403."""
+    target = recharge.code_target(current_staff().id, rule_id, query.get("store"))
+    url = qr.link_with(recharge.rule_link(str(target.code)), store=query.get("store"), src=query.get("src"))
+    return _qr_response(url, fmt, target.name, query)
 
 
 @blp.route("/recharge-home/qrcode.<any(png, svg):fmt>", methods=["GET"])
@@ -148,9 +155,45 @@ def rules_qrcode(query: dict, rule_id: int, fmt: str) -> Response:
 @_errors
 def home_qrcode(query: dict, fmt: str) -> Response:
     """The QR code of the recharge home (/r), every active rule."""
-    recharge.require_viewer(current_staff().id)
+    target = recharge.code_target(current_staff().id, None, query.get("store"))
     url = qr.link_with(f"{current_app.config['PUBLIC_BASE_URL']}/r", store=query.get("store"), src=query.get("src"))
-    return _qr_response(url, fmt, "会员充值", query)
+    return _qr_response(url, fmt, target.name, query)
+
+
+def _wxacode_response(rule_id: int | None, query: dict) -> Response:
+    made = rule_wxacode.rule_code(
+        current_staff().id, rule_id, src=query.get("src"), store=query.get("store"), width=query["width"]
+    )
+    response = _download(made.code.image, made.code.mimetype, f"{made.name}_小程序码", made.code.extension)
+    response.headers["X-Wxacode-Scene"] = made.scene
+    return response
+
+
+def _wxacode_errors(view):  # type: ignore[no-untyped-def]
+    for status in (429, 502):
+        view = blp.alt_response(status, schema=Error)(view)
+    return _errors(view)
+
+
+@blp.route("/rules/<id:rule_id>/wxacode", methods=["GET"])
+@blp.arguments(WxaCodeQuery, location="query")
+@_wxacode_errors
+def rules_wxacode(query: dict, rule_id: int) -> Response:
+    """The mini-program code (wxacode.getUnlimited) of an active rule: opens ``WECHAT_WXA_RECHARGE_PAGE``
+    with the scene ``<rule code>[*<src>[*<store>]]`` (``X-Wxacode-Scene``; 32 characters at most, else
+    400 ``scene_too_long``). The image as WeChat draws it (JPEG; PNG in the sandbox), ``width`` 280-1280
+    px; kept once made. Scope as for the QR code; an archived rule is 409 ``rule_archived``. WeChat's
+    refusals: 502 ``wxacode_page_invalid`` (page not published), 429 ``wechat_rate_limited``, 502
+    ``wechat_unavailable``."""
+    return _wxacode_response(rule_id, query)
+
+
+@blp.route("/recharge-home/wxacode", methods=["GET"])
+@blp.arguments(WxaCodeQuery, location="query")
+@_wxacode_errors
+def home_wxacode(query: dict) -> Response:
+    """The mini-program code of the recharge home (every active rule): scene ``*[<src>[*<store>]]``."""
+    return _wxacode_response(None, query)
 
 
 @blp.route("/recharge-orders", methods=["GET"])

@@ -6,6 +6,7 @@ from flask import current_app, request
 
 from ..extensions import db
 from ..recharge import service as recharge
+from ..recharge.wxacode import parse_scene
 from .auth import current_member, current_member_appid
 from .member import blp
 from .recharge_schemas import OrderSchema, RechargeIn, RechargeOut, RuleList, RulesQuery
@@ -17,15 +18,19 @@ MEMBER = [{"memberToken": []}]
 @blp.route("/rules", methods=["GET"])
 @blp.arguments(RulesQuery, location="query")
 @blp.response(200, RuleList)
+@blp.alt_response(400, schema=Error)
 @blp.alt_response(404, schema=Error)
+@blp.alt_response(409, schema=Error)
 def rules(query: dict) -> dict:
-    """Active recharge rules (at a store with ``?store=``; one rule with ``?code=``), rewards in words."""
-    if query.get("code"):
-        items = [recharge.rule_for_page(query["code"], query.get("store"))]
-    else:
-        items = recharge.active_rules(query.get("store"))
+    """Active recharge rules (at a store with ``?store=``; one rule with ``?code=``), rewards in words.
+
+    ``?scene=`` (a mini-program code's scene, after ``decodeURIComponent``) stands for ``code`` and
+    ``store``; the answer's ``scene`` has its fields, ``src`` and ``store`` to send with the recharge."""
+    scene = parse_scene(query["scene"]) if query.get("scene") else None
+    code, store = (scene.code, scene.store) if scene else (query.get("code"), query.get("store"))
+    items = [recharge.rule_for_page(code, store)] if code else recharge.active_rules(store)
     settings = recharge.settings()
-    return {
+    answer = {
         "items": [recharge.rule_dict(rule) for rule in items],
         "free_amount": {
             "enabled": settings.free_amount_enabled,
@@ -33,6 +38,9 @@ def rules(query: dict) -> dict:
             "max_fen": settings.free_max_fen,
         },
     }
+    if scene:
+        answer["scene"] = scene.as_dict()
+    return answer
 
 
 @blp.route("/recharges", methods=["POST"])

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from ..recharge.wxacode import CODE_PATTERN, MAX_SCENE_LENGTH, SRC_PATTERN
+from ..wechat.wxacode import DEFAULT_WIDTH, MAX_WIDTH, MIN_WIDTH
 from .schemas import StrictAmount
 
-SRC = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,32}$", error="来源标记只能包含字母、数字和 _ . : -")
-CODE = validate.Regexp(r"^[A-Za-z0-9_-]{1,32}$")
+SRC = validate.Regexp(SRC_PATTERN, error="来源标记只能包含字母、数字和 _ . : -")
+CODE = validate.Regexp(CODE_PATTERN)
 
 
 class RulesQuery(Schema):
     store = fields.String(validate=CODE)
     code = fields.String(validate=CODE)
+    scene = fields.String(
+        validate=validate.Length(min=1, max=MAX_SCENE_LENGTH),
+        metadata={"description": "a mini-program code's scene, decoded (instead of code, store)"},
+    )
+
+    @validates_schema
+    def _scene_alone(self, data: dict, **_kwargs: object) -> None:
+        if data.get("scene") and (data.get("code") or data.get("store")):
+            raise ValidationError("scene 已包含活动码和门店，不能再同时传 code 或 store", "scene")
 
 
 class RechargeIn(Schema):
@@ -51,9 +62,16 @@ class RuleSchema(Schema):
     order_count = fields.Integer()
 
 
+class SceneSchema(Schema):
+    code = fields.String(allow_none=True, metadata={"description": "the rule's code; null: every active rule"})
+    src = fields.String(allow_none=True, metadata={"description": "source tag, to send with POST /api/recharges"})
+    store = fields.String(allow_none=True, metadata={"description": "store code, to send with POST /api/recharges"})
+
+
 class RuleList(Schema):
     items = fields.List(fields.Nested(RuleSchema), required=True)
     free_amount = fields.Dict()
+    scene = fields.Nested(SceneSchema, metadata={"description": "what ?scene= named"})
 
 
 class OrderSchema(Schema):
@@ -202,6 +220,16 @@ class SettingsSchema(Schema):
     free_amount_enabled = fields.Boolean()
     free_min_fen = fields.Integer()
     free_max_fen = fields.Integer()
+
+
+class WxaCodeQuery(Schema):
+    width = fields.Integer(
+        load_default=DEFAULT_WIDTH,
+        validate=validate.Range(min=MIN_WIDTH, max=MAX_WIDTH),
+        metadata={"description": "pixels, as WeChat draws it"},
+    )
+    src = fields.String(validate=SRC)
+    store = fields.String(validate=CODE)
 
 
 class QrQuery(Schema):

@@ -23,7 +23,7 @@ from .clients import (
     translate_errors,
     wxa_client,
 )
-from .shared import shared_for
+from .shared import image_cache_for, shared_for
 from .state import EXTENSION_KEY, WeChatSettings, WeChatState, current_state
 from .tokens import storage_for
 
@@ -72,7 +72,8 @@ def init_app(app: Flask) -> None:
     settings = WeChatSettings.from_config(app.config)
     storage, token_lock = storage_for(app.config.get("REDIS_URL"))
     seen_once, daily_counter = shared_for(app.config.get("REDIS_URL"))
-    app.extensions[EXTENSION_KEY] = WeChatState(settings, storage, token_lock, seen_once, daily_counter)
+    image_cache = image_cache_for(app.config.get("REDIS_URL"))
+    app.extensions[EXTENSION_KEY] = WeChatState(settings, storage, token_lock, seen_once, daily_counter, image_cache)
     if settings.sandbox:
         from .fake import FakeSettings
 

@@ -21,6 +21,7 @@ __all__ = [
     "WeChatCodeInvalid",
     "WeChatLoginBlocked",
     "WeChatRateLimited",
+    "WxaCodePageInvalid",
 ]
 
 
@@ -40,6 +41,13 @@ class WeChatLoginBlocked(AppError):
     """WeChat refuses to log this user in (40226, high-risk user): retrying will not help."""
 
     status, code, message = 403, "wechat_login_blocked", "微信暂不允许该用户登录"
+
+
+class WxaCodePageInvalid(UpstreamError):
+    """WeChat refused a mini-program code's page (41030): not a page of the published mini program (or
+    written with a leading ``/`` or a query). Our configuration, not WeChat's health: retrying will not help."""
+
+    code, message = "wxacode_page_invalid", "小程序页面不存在或小程序尚未发布，请检查 WECHAT_WXA_RECHARGE_PAGE"
 
 
 class BadSignature(Forbidden):

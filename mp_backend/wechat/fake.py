@@ -18,7 +18,9 @@ Sandbox conventions: a login or OAuth code ``sandbox-<openid>`` stands for that 
 app, and reusable); codes from ``issue_login_code`` are single use like WeChat's (40163 on reuse); with
 ``with_unionid`` (on in the sandbox of ``make run``) both apps answer unionid ``sandbox-union-<openid>``;
 a phone code ``sandbox-phone-<digits>`` stands for that number; the OAuth page asks for an openid; the
-pay page (``/wechatpay/sandbox/pay?prepay_id=...``) pays an order and sends its signed notification.
+pay page (``/wechatpay/sandbox/pay?prepay_id=...``) pays an order and sends its signed notification; a
+mini-program code (``wxa/getwxacodeunlimit``) is a PNG QR code of ``<page>?scene=<scene>`` for the pages in
+``FakeSettings.wxa_pages`` (WeChat draws a round code, as a JPEG).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import re
 import secrets
@@ -39,6 +42,8 @@ from urllib.parse import urlencode, urlsplit
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as SafeET
+import qrcode
+import qrcode.image.pure
 import requests
 from defusedxml import DefusedXmlException
 from flask import Flask, Response, redirect, request
@@ -54,6 +59,7 @@ SANDBOX_CODE_PREFIX = "sandbox-"
 SANDBOX_UNIONID_PREFIX = "sandbox-union-"
 PHONE_CODE_PREFIX = "sandbox-phone-"
 OPENID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+WXA_SCENE_PATTERN = re.compile(r"^[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]+$")  # WeChat's scene characters
 CHINA = timezone(timedelta(hours=8))
 HTTP_TIMEOUT_SECONDS = 10.0
 
@@ -82,6 +88,9 @@ class FakeSettings:
     forced_refresh_daily_limit: int = 20  # WeChat's: force_refresh=true 20 times a day per appid, then 45009
     # HMAC-SHA256 payment notifications carry sign_type (False: leave it out, as WeChat does)
     notify_sign_type_field: bool = True
+    # The pages of the published mini program (the first is its home page): a mini-program code for
+    # any other page is refused with 41030 unless the request says check_path: false.
+    wxa_pages: tuple[str, ...] = ("pages/index/index", "pages/recharge/index", "pages/points/index")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> FakeSettings:
@@ -97,6 +106,9 @@ class FakeSettings:
             "pay_mch_id": config.get("WECHAT_PAY_MCH_ID") or defaults.pay_mch_id,
             "pay_api_key": config.get("WECHAT_PAY_API_KEY") or defaults.pay_api_key,
         }
+        page = config.get("WECHAT_WXA_RECHARGE_PAGE")
+        if page and page not in defaults.wxa_pages:  # the sandbox's mini program has the configured page
+            values["wxa_pages"] = (*defaults.wxa_pages, page)
         return replace(defaults, **{**values, **overrides})
 
 
@@ -395,6 +407,7 @@ class FakeWeChat:
             "cgi-bin/message/template/send": self._template_send,
             "cgi-bin/message/subscribe/send": self._subscribe_send,
             "wxa/business/getuserphonenumber": self._phone_number,
+            "wxa/getwxacodeunlimit": self._wxacode_unlimit,
             "cgi-bin/user/info": self._user_info,
             "connect/oauth2/authorize": self._authorize_page,
             "card/membercard/userinfo/get": self._membercard_userinfo,
@@ -701,6 +714,41 @@ class FakeWeChat:
                 },
             }
         )
+
+    def _wxacode_unlimit(self) -> Response:
+        """wxacode.getUnlimited: the image itself, or WeChat's JSON refusal.
+
+        WeChat draws a round mini-program code as a JPEG; the fake draws a plain QR code of
+        ``<page>?scene=<scene>`` as a PNG (``image/png``; no JPEG encoder without Pillow) about
+        ``width`` pixels square, so a test can read back what a phone would open.
+        """
+        refused = self._require_token(self.settings.wxa_appid)
+        if refused:
+            return refused
+        payload = _json_body()
+        if not isinstance(payload, dict):
+            return self._error(47001, "data format error")
+        scene, page, width = payload.get("scene"), payload.get("page"), payload.get("width", 430)
+        check_path = payload.get("check_path", True)
+        if not isinstance(scene, str) or not 1 <= len(scene) <= 32:
+            return self._error(40169, "invalid length for scene, or the data is not json string")
+        if not WXA_SCENE_PATTERN.match(scene):
+            return self._error(40129, "invalid scene")
+        if (
+            isinstance(width, bool)
+            or not isinstance(width, int)
+            or not isinstance(check_path, bool)
+            or not isinstance(page, str | None)
+            or not isinstance(payload.get("auto_color", False), bool)
+            or not isinstance(payload.get("is_hyaline", False), bool)
+        ):
+            return self._error(47001, "data format error")
+        if payload.get("env_version", "release") not in ("release", "trial", "develop"):
+            return self._error(40097, "invalid args")
+        page = page or self.settings.wxa_pages[0]
+        if page.startswith("/") or "?" in page or (check_path and page not in self.settings.wxa_pages):
+            return self._error(41030, "invalid page")
+        return Response(_qr_png(f"{page}?scene={scene}", min(max(width, 280), 1280)), mimetype="image/png")
 
     # -- official account -------------------------------------------------------------------------
 
@@ -1446,6 +1494,17 @@ def _button_problem(button: Any) -> tuple[int, str] | None:
 
 # ----------------------------------------------------------------------------------------------
 # Sending to our app: a Flask test client or a URL
+
+
+def _qr_png(text: str, width: int) -> bytes:
+    """A PNG QR code of ``text``, at most ``width`` pixels square."""
+    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=4)
+    code.add_data(text)
+    code.make(fit=True)
+    code.box_size = max(1, width // (code.modules_count + 2 * code.border))
+    buffer = io.BytesIO()
+    code.make_image(image_factory=qrcode.image.pure.PyPNGImage).save(buffer)
+    return buffer.getvalue()
 
 
 def sandbox_unionid(openid: str) -> str:

@@ -5,13 +5,16 @@ this process, which is then the only one (``make run``, the SQLite test suite).
 - ``SeenOnce.first_time(key, ttl)``: True the first time ``key`` is offered within ``ttl`` seconds (the
   server URL's nonces and message ids, for the timestamp window);
 - ``DailyCounter.increment(key)``: how many times ``key`` was counted today, this one included (forced
-  access-token refreshes, which WeChat rations per app and day).
+  access-token refreshes, which WeChat rations per app and day);
+- ``ImageCache.get(key)`` / ``.put(key, image, ttl)``: images WeChat made once and would make the same
+  again (mini-program codes), so that a repeated download spends none of WeChat's quota.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
@@ -31,6 +34,12 @@ class SeenOnce(Protocol):
 
 class DailyCounter(Protocol):
     def increment(self, key: str) -> int: ...
+
+
+class ImageCache(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, image: bytes, ttl: int) -> None: ...
 
 
 class RedisSeenOnce:
@@ -85,6 +94,50 @@ class MemoryDailyCounter:
     def clear(self) -> None:
         with self._lock:
             self._counts.clear()
+
+
+class RedisImageCache:
+    def __init__(self, client: redis_lib.Redis) -> None:
+        self._client = client
+
+    def get(self, key: str) -> bytes | None:
+        value = self._client.get(f"{PREFIX}:image:{key}")
+        return bytes(value) if value is not None else None  # type: ignore[arg-type]
+
+    def put(self, key: str, image: bytes, ttl: int) -> None:
+        self._client.set(f"{PREFIX}:image:{key}", image, ex=ttl)
+
+
+class MemoryImageCache:
+    """The most recently used ``max_entries`` images of this process (a few hundred KB each at most)."""
+
+    def __init__(self, max_entries: int = 64) -> None:
+        self._images: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            found = self._images.get(key)
+            if found is None or found[1] <= time.monotonic():
+                self._images.pop(key, None)
+                return None
+            self._images.move_to_end(key)
+            return found[0]
+
+    def put(self, key: str, image: bytes, ttl: int) -> None:
+        with self._lock:
+            self._images[key] = (image, time.monotonic() + ttl)
+            self._images.move_to_end(key)
+            while len(self._images) > self._max_entries:
+                self._images.popitem(last=False)
+
+
+def image_cache_for(redis_url: str | None) -> ImageCache:
+    """Redis when configured (every process and host shares one copy); this process's memory otherwise."""
+    if redis_url:
+        return RedisImageCache(redis_lib.Redis.from_url(redis_url))
+    return MemoryImageCache()
 
 
 # Like the token storage: without Redis, every app in the process counts together (one appid, one quota).

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from flask import current_app
 from wechatpy.session import SessionStorage
 
-from .shared import DailyCounter, MemorySeenOnce, SeenOnce, shared_for
+from .shared import DailyCounter, ImageCache, MemoryImageCache, MemorySeenOnce, SeenOnce, shared_for
 from .tokens import TokenLock
 
 EXTENSION_KEY = "wechat"
@@ -82,12 +82,14 @@ class WeChatState:
         token_lock: TokenLock,
         seen_once: SeenOnce | None = None,
         daily_counter: DailyCounter | None = None,
+        image_cache: ImageCache | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.token_lock = token_lock
         self.seen_once = seen_once or MemorySeenOnce()
         self.daily_counter = daily_counter or shared_for(None)[1]
+        self.image_cache = image_cache or MemoryImageCache()
         self._clients: dict[str, Any] = {}
         self._guard = threading.Lock()
 

@@ -16,22 +16,9 @@ from sqlalchemy import text
 
 from mp_backend.extensions import db
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, PHONE, TIMEOUT_MS, needs_chromium
+from tests.qr import decode_qr
 
 pytestmark = needs_chromium
-
-
-def decode_qr(png_bytes: bytes) -> list[str]:
-    """The texts of the QR codes in a screenshot (PNG), read by zxing-cpp from its grey levels."""
-    import png
-    import zxingcpp
-
-    width, height, rows, info = png.Reader(bytes=png_bytes).asDirect()
-    planes, scale = info["planes"], 255 // ((1 << info["bitdepth"]) - 1)
-    grey = bytearray()
-    for row in rows:
-        grey += bytes(value * scale for value in list(row)[::planes])  # the first channel is enough for black on white
-    found = zxingcpp.read_barcodes(memoryview(bytes(grey)).cast("B", (height, width)))
-    return [barcode.text for barcode in found if barcode.format == zxingcpp.BarcodeFormat.QRCode]
 
 
 def spaced(code: str) -> str:

@@ -469,3 +469,45 @@ def test_the_fake_refuses_a_huge_body_before_reading_it_and_survives_deep_json()
     assert huge.status_code == 413
     deep = client.post("/wechat/sns/jscode2session", data=b"[" * 100_000, content_type="application/json")
     assert deep.status_code < 500
+
+
+# -- mini-program codes -------------------------------------------------------------------------------
+
+
+def test_wxacode_unlimit_refuses_what_wechat_refuses_and_draws_the_rest(fake: FakeWeChatServer) -> None:
+    from tests.qr import decode_qr
+
+    mp_token = stable_token(fake)["access_token"]
+    wxa_token = stable_token(fake, appid="wxsandboxwxa000001", secret="sandbox-wxa-secret")["access_token"]
+
+    def code(body: Any, token: str | None = wxa_token) -> requests.Response:
+        params = {"access_token": token} if token else {}
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return requests.post(fake.base_url + "wxa/getwxacodeunlimit", params=params, data=data, timeout=5)
+
+    def errcode(body: Any, token: str | None = wxa_token) -> int:
+        return code(body, token).json()["errcode"]  # type: ignore[no-any-return]
+
+    # the access token: present, issued, the mini program's
+    assert errcode({"scene": "a"}, None) == 41001
+    assert errcode({"scene": "a"}, "made-up") == 40001
+    assert errcode({"scene": "a"}, mp_token) == 48001
+    # the scene: 1-32 of WeChat's characters
+    assert errcode({"page": "pages/index/index"}) == 40169
+    assert errcode({"scene": "x" * 33}) == 40169
+    assert errcode({"scene": "a%20b"}) == 40129 and errcode({"scene": "会员"}) == 40129
+    # the body's types, the version, the page (published, unless check_path is false)
+    assert errcode(b"not json") == 47001
+    assert errcode({"scene": "a", "width": "430"}) == 47001 and errcode({"scene": "a", "check_path": "false"}) == 47001
+    assert errcode({"scene": "a", "env_version": "beta"}) == 40097
+    assert errcode({"scene": "a", "page": "/pages/index/index"}) == 41030
+    assert errcode({"scene": "a", "page": "pages/index/index?x=1"}) == 41030
+    assert errcode({"scene": "a", "page": "pages/draft/index"}) == 41030
+    unchecked = code({"scene": "a", "page": "pages/draft/index", "check_path": False, "env_version": "develop"})
+    assert unchecked.headers["Content-Type"] == "image/png"
+    assert decode_qr(unchecked.content) == ["pages/draft/index?scene=a"]
+    # no page: the home page; every scene character WeChat allows
+    scene = "Az09!#$&'()*+,/:;=?@-._~"
+    home = code({"scene": scene, "width": 280})
+    assert home.content.startswith(b"\x89PNG") and decode_qr(home.content) == [f"pages/index/index?scene={scene}"]
+    assert len(fake.calls_to("wxa/getwxacodeunlimit")) == 16

@@ -1,5 +1,5 @@
 /* 充值规则, 优惠券, 卡类型与等级: create and edit; archive a rule; copy its link; download its QR code
-   (PNG/SVG); its statistics next to it. */
+   (PNG/SVG) or, for an active rule, its mini-program code; its statistics next to it. */
 "use strict";
 (function () {
   const C = window.Console;
@@ -98,7 +98,8 @@
         { title: "操作", cls: "actions", render: (r) => `<button class="btn small" data-copy="${r.id}">复制链接</button>
             <button class="btn small" data-qr="${r.id}" data-fmt="png">二维码 PNG</button>
             <button class="btn small" data-qr="${r.id}" data-fmt="svg">SVG</button>
-            ${r.status === "active" ? `<button class="btn small" data-edit="${r.id}">编辑</button>
+            ${r.status === "active" ? `<button class="btn small" data-wxacode="${r.id}" title="微信小程序码，扫码进入小程序充值页">小程序码</button>
+            <button class="btn small" data-edit="${r.id}">编辑</button>
             <button class="btn small" data-archive="${r.id}">归档</button>` : ""}` },
       ], rules.items), '<button class="btn primary" id="rule-new">新建规则</button>');
       const find = (id) => rules.items.find((r) => String(r.id) === id);
@@ -108,6 +109,10 @@
       holder.querySelectorAll("[data-qr]").forEach((b) => (b.onclick = () => {
         const r = find(b.dataset.qr);
         C.download(`/rules/${r.id}/qrcode.${b.dataset.fmt}?size=10`, `${r.name}.${b.dataset.fmt}`).catch((e) => C.toast(e.message, true));
+      }));
+      holder.querySelectorAll("[data-wxacode]").forEach((b) => (b.onclick = () => {
+        const r = find(b.dataset.wxacode);
+        C.download(`/rules/${r.id}/wxacode?width=860`, `${r.name}_小程序码.jpg`).catch((e) => C.toast(e.message, true));
       }));
       holder.querySelectorAll("[data-archive]").forEach((b) => (b.onclick = async () => {
         const r = find(b.dataset.archive);
