@@ -1,10 +1,10 @@
 """WeChat Pay notifications per second through the full HTTP path, next to the bare ledger credit rate.
 
-    python -m bench.notify [--workers 4] [--clients 8] [--orders 3000] [--rounds 4] [--members 32]
+    python -m bench.notify [--workers W] [--bare 4] [--clients 8] [--orders 3000] [--rounds 4] [--members 32]
                            [--rewards] [--database-url URL] [--port PORT]
 
-The app is served by gunicorn with N worker *processes* and production's settings
-(``gunicorn -c gunicorn.conf.py -w N wsgi:app``: gthread workers, threads and keep-alive as configured
+The app is served by gunicorn with W worker *processes* (``--workers``, default gunicorn.conf.py's, as
+production runs it) and production's settings (``gunicorn -c gunicorn.conf.py -w W wsgi:app``: gthread workers, threads and keep-alive as configured
 there, on 127.0.0.1, a free port in 5300-5399, ``DATABASE_URL`` set, ``WECHAT_SANDBOX=1``, no
 ``REDIS_URL``), as production runs it. Before the clock starts, this process creates the recharge orders through the
 service layer (``recharge.start_recharge``: the cap check, the snapshot, WeChat Pay's unified order
@@ -13,9 +13,9 @@ XML the fake signs for each (``FakeWeChat.payment_notification``: WeChat's field
 ``sign_type`` field, as WeChat sends them). Two phases then take turns in ``--rounds`` slices:
 
 1. ``http``: M client processes (``--clients``) POST the signed notifications to
-   ``/wechat/pay/notify`` over plain connections (``bench.wire``, a lean HTTP/1.1 client), each notification once; every
-   answer must be WeChat's SUCCESS XML;
-2. ``credit``: N worker processes call ``mp_backend.ledger.service.credit`` (the bare ledger credit:
+   ``/wechat/pay/notify`` over plain connections (``bench.wire``, a lean HTTP/1.1 client), each
+   notification once; every answer must be WeChat's SUCCESS XML;
+2. ``credit``: N worker processes (``--bare``, default 4 as in shared/PERF.md) call ``mp_backend.ledger.service.credit`` (the bare ledger credit:
    one principal credit with its idempotency key, in a long-lived app context, no HTTP, no order),
    as many credits per slice as there were notifications, each process on its own wallet.
 
@@ -206,6 +206,13 @@ class Gunicorn:
                    "-b", f"127.0.0.1:{port}", "--backlog", "512", "--timeout", "60", "wsgi:app"]  # fmt: skip
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.workers = workers
+
+    @staticmethod
+    def default_workers() -> int:
+        """The worker processes gunicorn.conf.py gives in this environment (production's default)."""
+        import runpy
+
+        return int(runpy.run_path(str(ROOT / "gunicorn.conf.py")).get("workers", 1))
 
     @staticmethod
     def describe() -> str:
@@ -428,7 +435,8 @@ def verify(app: Any, orders: Orders, credit_wallets: dict[int, int], rewards: bo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.notify", description=__doc__.split("\n")[0])
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes = credit processes (4)")
+    parser.add_argument("--workers", type=int, help="gunicorn worker processes (default: gunicorn.conf.py's)")
+    parser.add_argument("--bare", type=int, default=4, help="ledger credit processes (default 4, as shared/PERF.md)")
     parser.add_argument("--clients", type=int, default=8, help="HTTP client processes (default 8)")
     parser.add_argument("--orders", type=int, default=3000, help="notifications, one per order (default 3000)")
     parser.add_argument("--rounds", type=int, default=4, help="slices each phase is cut into, in turns (default 4)")
@@ -437,15 +445,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help=f"default: $DATABASE_URL, else {DEFAULT_URL}")
     parser.add_argument("--port", type=int, help="gunicorn's port (default: the first free one in 5300-5399)")
     args = parser.parse_args(argv)
-    if min(args.workers, args.clients, args.rounds, args.members, args.orders) < 1:
-        parser.error("--workers, --clients, --rounds, --members and --orders must be at least 1")
+    args.workers = args.workers or Gunicorn.default_workers()
+    if min(args.workers, args.bare, args.clients, args.rounds, args.members, args.orders) < 1:
+        parser.error("--workers, --bare, --clients, --rounds, --members and --orders must be at least 1")
 
     url = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_URL
     if url.split("?")[0].rsplit("/", 1)[-1] == "test":
         raise SystemExit("bench: refusing the database `test` (the bench empties its database)")
     os.environ["DATABASE_URL"] = url
     started = time.monotonic()
-    n, m, rounds = args.workers, args.clients, args.rounds
+    w, n, m, rounds = args.workers, args.bare, args.clients, args.rounds
 
     prepare_database(url)
     fake = Fake()
@@ -458,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port = args.port or free_port({fake.port})
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-notify-gunicorn-{port}.log"
-    server = Gunicorn(url, n, port, log_path)
+    server = Gunicorn(url, w, port, log_path)
     try:
         server.wait_ready()
         # Warm-up: each worker's first requests build its connections and statement caches.
@@ -475,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
 
         where = url.split("?")[0].rsplit("/", 1)[-1]
         rewards = " with bonus and points" if args.rewards else ""
-        served = f"gunicorn -w {n} ({Gunicorn.describe()})"
+        served = f"gunicorn -w {w} ({Gunicorn.describe()})"
         print(f"pay notifications on {url.split(':', 1)[0]} ({where}): {served}, {m} client "
               f"processes, {len(timed)} orders of {AMOUNT_FEN} fen{rewards} in {rounds} slices, "
               f"{args.members} members; orders created in {created_in:.0f} s", flush=True)  # fmt: skip
@@ -527,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             refused += detail[2]
 
     ms = 1000 / max(http_phase.ops, 1)
-    print(f"http     gunicorn -w {n}, {m} clients   {http_phase.rate:6.0f} notifications/s  "
+    print(f"http     gunicorn -w {w}, {m} clients   {http_phase.rate:6.0f} notifications/s  "
           f"server {http_phase.server_cpu * ms:5.2f} ms CPU, client {http_phase.client_cpu * ms:5.2f} ms CPU "
           f"per notification  ({http_phase.ops} in {http_phase.elapsed:.1f} s, "
           f"{len(failures)} not acknowledged)")  # fmt: skip

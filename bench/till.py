@@ -1,10 +1,10 @@
 """Open-API charges per second through the full HTTP path, next to the bare ledger debit rate.
 
-    python -m bench.till [--workers 4] [--clients 8] [--charges 3000] [--rounds 4] [--members 32]
+    python -m bench.till [--workers W] [--bare 4] [--clients 8] [--charges 3000] [--rounds 4] [--members 32]
                          [--redis-url URL] [--database-url URL] [--port PORT]
 
-The app is served by gunicorn with N worker *processes* and production's settings (``gunicorn -c
-gunicorn.conf.py -w N wsgi:app``: gthread workers, threads and keep-alive as configured there, on
+The app is served by gunicorn with W worker *processes* (``--workers``, default gunicorn.conf.py's, as
+production runs it) and production's settings (``gunicorn -c gunicorn.conf.py -w W wsgi:app``: gthread workers, threads and keep-alive as configured there, on
 127.0.0.1, a free port in 5500-5549, ``DATABASE_URL`` set, no ``REDIS_URL`` unless ``--redis-url``: nonces
 then live in Redis instead of the ``open_nonce`` table). Before the clock starts, this process creates an
 open-API client (``clients.create_client``) and funds the members. Two phases then take turns in
@@ -15,7 +15,7 @@ open-API client (``clients.create_client``) and funds the members. Two phases th
    (X-Client-Id, X-Timestamp, X-Nonce, X-Signature), over one connection per till process kept open
    from charge to charge, as a till system keeps it (``Till``, on ``bench.wire``: a lean HTTP/1.1 client,
    the load generator shares the cores); every answer must be a 201;
-2. ``bare``: N processes issue the minimal debit of ``shared/PERF.md`` on a bare PyMySQL connection
+2. ``bare``: N processes (``--bare``, default 4 as in shared/PERF.md) issue the minimal debit of ``shared/PERF.md`` on a bare PyMySQL connection
    (``bench.ledger.RawDebits``: conditional UPDATE, SELECT, INSERT of the ledger row, COMMIT), each on
    its own wallet, as many debits per slice as there were charges.
 
@@ -238,7 +238,8 @@ def verify(app: Any, charged: dict[int, int], bare: dict[int, int], orders: int)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.till", description=__doc__.split("\n")[0])
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes = bare processes (4)")
+    parser.add_argument("--workers", type=int, help="gunicorn worker processes (default: gunicorn.conf.py's)")
+    parser.add_argument("--bare", type=int, default=4, help="bare debit processes (default 4, as shared/PERF.md)")
     parser.add_argument("--clients", type=int, default=8, help="HTTP client processes (default 8)")
     parser.add_argument("--charges", type=int, default=3000, help="timed charges (default 3000)")
     parser.add_argument("--rounds", type=int, default=4, help="slices each phase is cut into, in turns (default 4)")
@@ -247,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help=f"default: $DATABASE_URL, else {DEFAULT_URL}")
     parser.add_argument("--port", type=int, help="gunicorn's port (default: the first free one in 5500-5549)")
     args = parser.parse_args(argv)
-    if min(args.workers, args.clients, args.rounds, args.members, args.charges) < 1:
-        parser.error("--workers, --clients, --rounds, --members and --charges must be at least 1")
+    args.workers = args.workers or Gunicorn.default_workers()
+    if min(args.workers, args.bare, args.clients, args.rounds, args.members, args.charges) < 1:
+        parser.error("--workers, --bare, --clients, --rounds, --members and --charges must be at least 1")
 
     url = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_URL
     if url.split("?")[0].rsplit("/", 1)[-1] == "test":
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WECHAT_SANDBOX", "1")
     os.environ.setdefault("SECRET_KEY", BENCH_SECRET_KEY)
     started = time.monotonic()
-    n, m, rounds = args.workers, args.clients, args.rounds
+    w, n, m, rounds = args.workers, args.bare, args.clients, args.rounds
     total = args.charges + m * WARM_UP
     per_member = math.ceil(total / args.members)
     total = per_member * args.members  # every member is charged down to exactly zero
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port()
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-till-gunicorn-{port}.log"
     extra = {"REDIS_URL": args.redis_url} if args.redis_url else {}
-    server = Gunicorn(url, n, port, log_path, extra_env=extra)
+    server = Gunicorn(url, w, port, log_path, extra_env=extra)
     try:
         server.wait_ready()
         warm_till = Till(port, client_id, secret)
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
         where = url.split("?")[0].rsplit("/", 1)[-1]
         nonces = "Redis" if args.redis_url else "the open_nonce table"
-        served = f"gunicorn -w {n} ({Gunicorn.describe()})"
+        served = f"gunicorn -w {w} ({Gunicorn.describe()})"
         print(f"open-API charges on {url.split(':', 1)[0]} ({where}): {served}, {m} client "
               f"processes, {len(timed)} charges of {AMOUNT_FEN} fen in {rounds} slices over {args.members} "
               f"members, nonces in {nonces}", flush=True)  # fmt: skip
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             bare_counted[wallets[index]] = detail[1]
 
     ms = 1000 / max(http_phase.ops, 1)
-    print(f"http     gunicorn -w {n}, {m} clients   {http_phase.rate:6.0f} charges/s   "
+    print(f"http     gunicorn -w {w}, {m} clients   {http_phase.rate:6.0f} charges/s   "
           f"server {http_phase.server_cpu * ms:5.2f} ms CPU, client {http_phase.client_cpu * ms:5.2f} ms CPU "
           f"per charge  ({http_phase.ops} in {http_phase.elapsed:.1f} s, {len(failures)} refused)")  # fmt: skip
     print(f"bare     PyMySQL debit, {n} processes  {bare_phase.rate:6.0f} debits/s    "
