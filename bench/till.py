@@ -4,8 +4,8 @@
                          [--redis-url URL] [--database-url URL] [--port PORT]
 
 The app is served by gunicorn with W worker *processes* (``--workers``, default gunicorn.conf.py's, as
-production runs it) and production's settings (``gunicorn -c gunicorn.conf.py -w W wsgi:app``: gthread workers, threads and keep-alive as configured there, on
-127.0.0.1, a free port in 5500-5549, ``DATABASE_URL`` set, no ``REDIS_URL`` unless ``--redis-url``: nonces
+production runs it) and production's settings (``gunicorn -c gunicorn.conf.py -w W wsgi:app``: gthread
+workers, threads and keep-alive as configured there, on 127.0.0.1, a free port in 5500-5549, ``DATABASE_URL`` set, no ``REDIS_URL`` unless ``--redis-url``: nonces
 then live in Redis instead of the ``open_nonce`` table). Before the clock starts, this process creates an
 open-API client (``clients.create_client``) and funds the members. Two phases then take turns in
 ``--rounds`` slices:
@@ -15,8 +15,8 @@ open-API client (``clients.create_client``) and funds the members. Two phases th
    (X-Client-Id, X-Timestamp, X-Nonce, X-Signature), over one connection per till process kept open
    from charge to charge, as a till system keeps it (``Till``, on ``bench.wire``: a lean HTTP/1.1 client,
    the load generator shares the cores); every answer must be a 201;
-2. ``bare``: N processes (``--bare``, default 4 as in shared/PERF.md) issue the minimal debit of ``shared/PERF.md`` on a bare PyMySQL connection
-   (``bench.ledger.RawDebits``: conditional UPDATE, SELECT, INSERT of the ledger row, COMMIT), each on
+2. ``bare``: N processes (``--bare``, default 4 as in shared/PERF.md) issue the minimal debit of
+   ``shared/PERF.md`` on a bare PyMySQL connection (``bench.ledger.RawDebits``: conditional UPDATE, SELECT, INSERT of the ledger row, COMMIT), each on
    its own wallet, as many debits per slice as there were charges.
 
 A charge does more than a debit: the signature check (client row and secret, cached per process for a
