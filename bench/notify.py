@@ -3,21 +3,23 @@
     python -m bench.notify [--workers W] [--bare 4] [--clients 8] [--orders 3000] [--rounds 4] [--members 32]
                            [--rewards] [--database-url URL] [--port PORT]
 
-The app is served by gunicorn with W worker *processes* (``--workers``, default gunicorn.conf.py's)
-and production's settings (``gunicorn -c gunicorn.conf.py -w W wsgi:app``: gthread workers, threads and
+The app is served by gunicorn with W worker *processes* (``--workers``, default gunicorn.conf.py's) and
+production's settings (``gunicorn -c gunicorn.conf.py -w W wsgi:app``: gthread workers, threads and
 keep-alive as configured there, on 127.0.0.1, a free port in 5300-5399, ``DATABASE_URL`` set,
 ``WECHAT_SANDBOX=1``, no ``REDIS_URL``), as production runs it. Before the clock starts, this process
-creates the recharge orders through the service layer (``recharge.start_recharge``: the cap check, the snapshot, WeChat Pay's unified order
-answered by the fake WeChat on a local port), marks them paid at the fake and takes the notification
-XML the fake signs for each (``FakeWeChat.payment_notification``: WeChat's fields, HMAC-SHA256, no
-``sign_type`` field, as WeChat sends them). Two phases then take turns in ``--rounds`` slices:
+creates the recharge orders through the service layer (``recharge.start_recharge``: the cap check, the
+snapshot, WeChat Pay's unified order answered by the fake WeChat on a local port), marks them paid at the
+fake and takes the notification XML the fake signs for each (``FakeWeChat.payment_notification``: WeChat's
+fields, HMAC-SHA256, no ``sign_type`` field, as WeChat sends them). Two phases then take turns in
+``--rounds`` slices:
 
 1. ``http``: M client processes (``--clients``) POST the signed notifications to
    ``/wechat/pay/notify`` over plain connections (``bench.wire``, a lean HTTP/1.1 client), each
    notification once; every answer must be WeChat's SUCCESS XML;
 2. ``credit``: N worker processes (``--bare``, default 4 as in shared/PERF.md) call
-   ``mp_backend.ledger.service.credit`` (the bare ledger credit: one principal credit with its idempotency key, in a long-lived app context, no HTTP, no order),
-   as many credits per slice as there were notifications, each process on its own wallet.
+   ``mp_backend.ledger.service.credit`` (the bare ledger credit: one principal credit with its idempotency
+   key, in a long-lived app context, no HTTP, no order), as many credits per slice as there were
+   notifications, each process on its own wallet.
 
 A notification does more than one credit (verify the signature, read the order, a guarded order
 ``UPDATE``, the credit, and the bonus and points credits with ``--rewards``), behind gunicorn's HTTP

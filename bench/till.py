@@ -5,10 +5,10 @@
 
 The app is served by gunicorn with W worker *processes* (``--workers``, default gunicorn.conf.py's, as
 production runs it) and production's settings (``gunicorn -c gunicorn.conf.py -w W wsgi:app``: gthread
-workers, threads and keep-alive as configured there, on 127.0.0.1, a free port in 5500-5549, ``DATABASE_URL`` set, no ``REDIS_URL`` unless ``--redis-url``: nonces
-then live in Redis instead of the ``open_nonce`` table). Before the clock starts, this process creates an
-open-API client (``clients.create_client``) and funds the members. Two phases then take turns in
-``--rounds`` slices:
+workers, threads and keep-alive as configured there, on 127.0.0.1, a free port in 5500-5549,
+``DATABASE_URL`` set, no ``REDIS_URL`` unless ``--redis-url``: nonces then live in Redis instead of the
+``open_nonce`` table). Before the clock starts, this process creates an open-API client
+(``clients.create_client``) and funds the members. Two phases then take turns in ``--rounds`` slices:
 
 1. ``http``: M client processes (``--clients``) POST ``/open/api/v1/charges`` (1.00 yuan by card number,
    a unique order number and ``Idempotency-Key`` each), each request signed as DESIGN.md section 5 says
@@ -16,8 +16,9 @@ open-API client (``clients.create_client``) and funds the members. Two phases th
    from charge to charge, as a till system keeps it (``Till``, on ``bench.wire``: a lean HTTP/1.1 client,
    the load generator shares the cores); every answer must be a 201;
 2. ``bare``: N processes (``--bare``, default 4 as in shared/PERF.md) issue the minimal debit of
-   ``shared/PERF.md`` on a bare PyMySQL connection (``bench.ledger.RawDebits``: conditional UPDATE, SELECT, INSERT of the ledger row, COMMIT), each on
-   its own wallet, as many debits per slice as there were charges.
+   ``shared/PERF.md`` on a bare PyMySQL connection (``bench.ledger.RawDebits``: conditional UPDATE, SELECT,
+   INSERT of the ledger row, COMMIT), each on its own wallet, as many debits per slice as there were
+   charges.
 
 A charge does more than a debit: the signature check (client row and secret, cached per process for a
 few seconds), the nonce remembered with the stored answer lookup in one statement, the member by card
