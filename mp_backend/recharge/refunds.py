@@ -73,22 +73,22 @@ def policy() -> str:
     return str(value)
 
 
-def refund_recharge(staff_id: int, out_trade_no: str, *, reason: str = "") -> Any:
+def refund_recharge(staff_id: int, out_trade_no: str, *, reason: str = "") -> tuple[Any, bool]:
     """Request the refund of a paid WeChat Pay recharge (console: permission ``reverse_entry`` in the
-    order's store, audit row). Asking again for the same order answers with the refund already asked
-    (resending it to WeChat if WeChat never answered)."""
+    order's store, audit row): (the refund, whether it was asked before). Asking again for the same order
+    answers with the refund already asked (resending it to WeChat if WeChat never answered)."""
     if not isinstance(reason, str) or len(reason) > 255:
         raise ValidationFailed("退款原因最长 255 个字符", code="invalid_reason")
-    refund_id = _open(staff_id, out_trade_no[:64], reason)
+    refund_id, replayed = _open(staff_id, out_trade_no[:64], reason)
     model = _models()
     refund = db.session.get(model, refund_id, populate_existing=True)
     if refund.status == "processing" and refund.refund_id is None:
         _send(refund_id)
-    return db.session.get(model, refund_id, populate_existing=True)
+    return db.session.get(model, refund_id, populate_existing=True), replayed
 
 
 @transactional
-def _open(staff_id: int, out_trade_no: str, reason: str) -> int:
+def _open(staff_id: int, out_trade_no: str, reason: str) -> tuple[int, bool]:
     model = _models()
     order = db.session.scalars(
         select(RechargeOrder).where(RechargeOrder.out_trade_no == out_trade_no).with_for_update()
@@ -102,7 +102,7 @@ def _open(staff_id: int, out_trade_no: str, reason: str) -> int:
     if existing is not None:
         if existing.status == "failed":
             raise RechargeAlreadyRefunded("该充值订单的退款已失败，请联系技术支持", details={"status": "failed"})
-        return int(existing.id)
+        return int(existing.id), True
     if order.status != "paid":
         raise RechargeNotRefundable("只有已入账的微信充值订单可以退款")
     chosen = policy()
@@ -152,7 +152,7 @@ def _open(staff_id: int, out_trade_no: str, reason: str) -> int:
     db.session.add(refund)
     db.session.flush()
     org.audit(staff_id, "recharge_refund", f"recharge_order:{order.id}", f"cash {cash} fen, take {refund.take_fen} fen")
-    return int(refund.id)
+    return int(refund.id), False
 
 
 def _send(refund_id: int) -> None:

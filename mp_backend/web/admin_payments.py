@@ -72,5 +72,5 @@ def refund_recharge(body: dict, out_trade_no: str) -> dict:
     """Refund a WeChat Pay recharge: its principal back through WeChat Pay, less the bonus already spent
     (or refused, by the merchant's policy); the amount taken back is held until WeChat confirms."""
     staff = current_staff()
-    refund = recharge_refunds.refund_recharge(staff.id, out_trade_no, reason=body.get("reason") or "")
-    return recharge_refunds.refund_dict(refund)
+    refund, replayed = recharge_refunds.refund_recharge(staff.id, out_trade_no, reason=body.get("reason") or "")
+    return recharge_refunds.refund_dict(refund) | {"replayed": replayed}

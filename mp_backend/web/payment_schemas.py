@@ -120,3 +120,4 @@ class RechargeRefundSchema(Schema):
     failure = fields.String()
     created_at = fields.String()
     settled_at = fields.String(allow_none=True)
+    replayed = fields.Boolean(metadata={"description": "true when this order's refund had been asked before"})

@@ -125,12 +125,14 @@ def test_recharge_refund_untouched_takes_everything_back(client, fake, admin, ru
     token, _ = payer("lea")
     no = recharge(client, fake, token, rule["id"])  # 100 yuan + 10 bonus
     asked = refund_recharge(admin, no)
+    assert asked["replayed"] is False
     assert (asked["cash_fen"], asked["take_fen"], asked["bonus_spent_fen"]) == (10_000, 11_000, 0)
     assert balance(client, token) == {"principal_fen": 0, "bonus_fen": 0, "held_fen": 11_000, "available_fen": 0}
     [call] = fake.calls_to("secapi/pay/refund")
     assert call.xml["refund_fee"] == "10000"
-    # asked twice: the same refund
-    assert refund_recharge(admin, no)["id"] == asked["id"]
+    # asked twice: the same refund, said to be one asked before
+    again = refund_recharge(admin, no)
+    assert again["id"] == asked["id"] and again["replayed"] is True
     assert fake.notify_refund(asked["out_refund_no"], client).acknowledged
     assert fake.notify_refund(asked["out_refund_no"], client).acknowledged
     assert balance(client, token) == {"principal_fen": 0, "bonus_fen": 0, "held_fen": 0, "available_fen": 0}
